@@ -1,0 +1,461 @@
+//! [`Cluster`]: one k3s VM booted through limactl, and its lifetime.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lima_provisioner::{
+    InstanceName, LimaSpec, Limactl, PortForward, Provisioner, ShellOptions, ShellOutput,
+};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::namespace::TestNamespace;
+use crate::spec::ClusterSpec;
+use crate::state::{ClusterRecord, StateDir};
+use crate::{diagnostics, image, kubeconfig, readiness};
+
+/// Prefix of every instance name the harness generates, so its VMs are recognisable in
+/// `limactl list`.
+pub const INSTANCE_PREFIX: &str = "k3sh-";
+
+/// Default bound on a command run with [`Cluster::shell`].
+const SHELL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// The cluster shared by every test of this process, created by the first
+/// [`Cluster::shared`] call and destroyed when the process exits normally.
+static SHARED: OnceCell<Cluster> = OnceCell::const_new();
+
+/// A k3s cluster in a Lima VM.
+///
+/// Dropping a `Cluster` deletes its VM (a blocking `limactl delete -f`), unless
+/// [`detach`](Self::detach) was called. Prefer [`shutdown`](Self::shutdown) in async code: it
+/// reports failures instead of logging them.
+///
+/// The cluster holds no connection and no runtime handle, so one value can serve tests that run
+/// on different Tokio runtimes; [`client`](Self::client) builds a fresh client each call.
+#[derive(Debug)]
+pub struct Cluster {
+    name: InstanceName,
+    provisioner: Provisioner,
+    state: StateDir,
+    kubeconfig: PathBuf,
+    api_port: u16,
+    platform: &'static str,
+    spec: ClusterSpec,
+    imported: Mutex<HashSet<String>>,
+    destroy_on_drop: bool,
+}
+
+impl Cluster {
+    /// Boots a cluster that the caller owns, and waits until it is ready.
+    ///
+    /// The spec's `K3S_HARNESS_*` overrides are applied first. On any failure after
+    /// `limactl start` was called, the instance is deleted before the error is returned, and a
+    /// failed start carries the tail of the host agent's and the serial console's logs.
+    pub async fn start(spec: ClusterSpec) -> Result<Cluster> {
+        let spec = spec.with_env_overrides()?;
+        let provisioner = Provisioner::new(limactl_for(&spec)?);
+        let state = match &spec.state_dir {
+            Some(dir) => StateDir::new(dir.clone()),
+            None => StateDir::from_env()?,
+        };
+
+        let name = match &spec.instance_name {
+            Some(name) => name.clone(),
+            None => generate_instance_name(&spec),
+        };
+        let name = InstanceName::new(name, provisioner.limactl().lima_home())?;
+
+        let lima_spec = {
+            let provisioner_ref = &provisioner;
+            let spec_ref = &spec;
+            let name_ref = &name;
+            blocking(move || prepare(provisioner_ref, spec_ref, name_ref)).await?
+        };
+        let api_port = lima_spec.port_forwards[0]
+            .host_port
+            .expect("the pinned API forward names its host port");
+
+        state.create_instance_dir(name.as_str())?;
+        let mut cluster = Cluster {
+            kubeconfig: state.kubeconfig_path(name.as_str()),
+            name,
+            provisioner,
+            state,
+            api_port,
+            platform: "linux/amd64",
+            spec,
+            imported: Mutex::new(HashSet::new()),
+            destroy_on_drop: true,
+        };
+
+        tracing::info!(instance = %cluster.name, api_port, "starting k3s in a Lima VM");
+        let boot = {
+            let provisioner = &cluster.provisioner;
+            blocking(move || provisioner.limactl().create_and_start(&lima_spec)).await
+        };
+        if let Err(source) = boot {
+            let log_tail = diagnostics::log_tail(&cluster.instance_dir());
+            cluster.destroy_quietly().await;
+            return Err(Error::StartFailed {
+                instance: cluster.name.to_string(),
+                source: Box::new(source),
+                log_tail,
+            });
+        }
+
+        match cluster.finish_start().await {
+            Ok(()) => Ok(cluster),
+            Err(error) => {
+                cluster.destroy_quietly().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Returns the cluster shared by every test in this process, booting it on first use.
+    ///
+    /// The VM lives until the process exits: a destructor that runs after `main` deletes it
+    /// (it does not run after SIGKILL or an abort). Every call must pass the same spec; a
+    /// different one is an error rather than a second VM.
+    ///
+    /// NOTE: under cargo-nextest every test is its own process, so each test that calls this
+    /// boots its own VM.
+    pub async fn shared(spec: ClusterSpec) -> Result<&'static Cluster> {
+        let requested = spec.clone().with_env_overrides()?.fingerprint();
+        let cluster = SHARED.get_or_try_init(|| Cluster::start(spec)).await?;
+        if cluster.spec.fingerprint() != requested {
+            return Err(Error::InvalidConfig {
+                name: "ClusterSpec".to_owned(),
+                value: requested,
+                reason: format!(
+                    "the shared cluster `{}` was booted from a different spec (fingerprint {}); \
+                     pass the same spec to every Cluster::shared call or use Cluster::start",
+                    cluster.name,
+                    cluster.spec.fingerprint()
+                ),
+            });
+        }
+        Ok(cluster)
+    }
+
+    /// Waits for the kubeconfig, rewrites it, waits for readiness and records the cluster.
+    async fn finish_start(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.spec.ready_timeout;
+
+        let instance = {
+            let provisioner = &self.provisioner;
+            let name = &self.name;
+            blocking(move || provisioner.limactl().instance(name)).await?
+        };
+        let instance = instance.ok_or_else(|| Error::Timeout {
+            instance: self.name.to_string(),
+            what: "the instance to be listed after `limactl start`".to_owned(),
+            waited: Duration::ZERO,
+            last: "`limactl list` does not show it".to_owned(),
+        })?;
+        if let Some(platform) = instance.arch.as_deref().and_then(image::guest_platform) {
+            self.platform = platform;
+        }
+        let guest_kubeconfig = instance.kubeconfig_path().unwrap_or_else(|| {
+            self.instance_dir()
+                .join("copied-from-guest/kubeconfig.yaml")
+        });
+
+        readiness::poll(
+            self.name.as_str(),
+            "Lima to copy the kubeconfig out of the guest",
+            deadline,
+            self.spec.ready_timeout,
+            || {
+                let path = guest_kubeconfig.clone();
+                async move {
+                    match std::fs::metadata(&path) {
+                        Ok(metadata) if metadata.len() > 0 => Ok(()),
+                        Ok(_) => Err(format!("{} is empty", path.display())),
+                        Err(error) => Err(format!("{}: {error}", path.display())),
+                    }
+                }
+            },
+        )
+        .await?;
+        kubeconfig::rewrite_file(
+            &guest_kubeconfig,
+            &self.kubeconfig,
+            self.name.as_str(),
+            self.api_port,
+        )?;
+
+        let client = self.client().await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        readiness::wait_ready(
+            &client,
+            self.name.as_str(),
+            remaining.max(Duration::from_secs(1)),
+        )
+        .await?;
+
+        self.state.write_record(&ClusterRecord {
+            instance: self.name.to_string(),
+            lima_home: self.provisioner.limactl().lima_home().to_owned(),
+            api_port: self.api_port,
+            kubeconfig: self.kubeconfig.clone(),
+            fingerprint: self.spec.fingerprint(),
+            owner_pid: std::process::id(),
+        })?;
+        tracing::info!(instance = %self.name, kubeconfig = %self.kubeconfig.display(), "cluster ready");
+        Ok(())
+    }
+
+    /// The Lima instance name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The host port that forwards to the API server.
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+    }
+
+    /// The rewritten kubeconfig (mode 0600): server `https://127.0.0.1:<api_port>`, cluster,
+    /// context and user named after the instance.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The containerd platform of the guest, e.g. `linux/amd64`.
+    pub fn platform(&self) -> &'static str {
+        self.platform
+    }
+
+    /// The spec the cluster was booted from, overrides applied.
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    /// Builds a client for this cluster from its kubeconfig, without touching the
+    /// process-global `KUBECONFIG`.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let config = kubeconfig::client_config(&self.kubeconfig).await?;
+        kube::Client::try_from(config).map_err(|error| Error::kube("building a client", error))
+    }
+
+    /// Creates a namespace named `<prefix>-<random suffix>` for one test, labelled with this
+    /// instance, and waits for its `default` service account.
+    ///
+    /// The namespace is deleted when the returned guard drops.
+    pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace> {
+        TestNamespace::create(self, prefix).await
+    }
+
+    /// Runs `argv` in the guest through `limactl shell` and returns its output.
+    ///
+    /// Each element reaches the guest as one argument (Lima quotes them), so shell operators
+    /// must be passed inside `sh -c`. A non-zero exit is an error carrying the stderr tail.
+    pub async fn shell(&self, argv: &[&str]) -> Result<ShellOutput> {
+        let argv: Vec<String> = argv.iter().map(|arg| (*arg).to_owned()).collect();
+        let provisioner = &self.provisioner;
+        let name = &self.name;
+        let output = blocking(move || {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let options = ShellOptions {
+                workdir: Some("/".to_owned()),
+                timeout: SHELL_TIMEOUT,
+                stdin: None,
+            };
+            provisioner.limactl().shell(name, &argv, &options)
+        })
+        .await?;
+        Ok(output.check()?)
+    }
+
+    /// Imports an image archive (OCI layout or `docker save` format, optionally gzipped) into
+    /// the guest's k3s containerd and verifies that every image it names is present.
+    ///
+    /// Returns the normalised references (for example `docker.io/library/op:1.0`) to use in pod
+    /// specs. An archive already imported into this cluster (same content digest) is skipped.
+    pub async fn import_image(&self, archive: impl AsRef<Path>) -> Result<Vec<String>> {
+        image::import::import(self, archive.as_ref()).await
+    }
+
+    /// Deletes the VM and the harness's files for it, and reports any failure.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.destroy_on_drop = false;
+        let provisioner = &self.provisioner;
+        let name = &self.name;
+        blocking(move || provisioner.destroy(name)).await?;
+        self.state.remove_instance_dir(self.name.as_str())
+    }
+
+    /// Keeps the VM running after this value is dropped, for a caller that manages its
+    /// lifetime itself (the `k3s-harness up` command).
+    pub fn detach(mut self) {
+        self.destroy_on_drop = false;
+    }
+
+    pub(crate) fn provisioner(&self) -> &Provisioner {
+        &self.provisioner
+    }
+
+    pub(crate) fn instance_name(&self) -> &InstanceName {
+        &self.name
+    }
+
+    pub(crate) fn imported_digests(&self) -> &Mutex<HashSet<String>> {
+        &self.imported
+    }
+
+    /// The instance's directory under `LIMA_HOME`.
+    pub(crate) fn instance_dir(&self) -> PathBuf {
+        self.provisioner
+            .limactl()
+            .lima_home()
+            .join(self.name.as_str())
+    }
+
+    /// Deletes the VM and state after a failed start; failures are logged, because the start
+    /// error matters more to the caller.
+    async fn destroy_quietly(&mut self) {
+        self.destroy_on_drop = false;
+        let provisioner = &self.provisioner;
+        let name = &self.name;
+        if let Err(error) = blocking(move || provisioner.destroy(name)).await {
+            tracing::error!(instance = %self.name, %error, "failed to delete the instance after a failed start");
+        }
+        if let Err(error) = self.state.remove_instance_dir(self.name.as_str()) {
+            tracing::error!(instance = %self.name, %error, "failed to remove the state directory");
+        }
+    }
+
+    /// Deletes the VM from a destructor, where nothing can be returned.
+    fn destroy_blocking(&self) {
+        if let Err(error) = self.provisioner.destroy(&self.name) {
+            tracing::error!(instance = %self.name, %error, "failed to delete the Lima instance");
+        }
+        if let Err(error) = self.state.remove_instance_dir(self.name.as_str()) {
+            tracing::error!(instance = %self.name, %error, "failed to remove the state directory");
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.destroy_on_drop {
+            self.destroy_blocking();
+        }
+    }
+}
+
+/// Deletes the process's shared cluster when the process exits normally.
+#[dtor::dtor(unsafe)]
+fn destroy_shared_cluster() {
+    if let Some(cluster) = SHARED.get()
+        && cluster.destroy_on_drop
+    {
+        cluster.destroy_blocking();
+    }
+}
+
+/// Builds the limactl client the spec asks for: its binary and Lima home, else `LIMACTL` and
+/// `LIMA_HOME`.
+fn limactl_for(spec: &ClusterSpec) -> Result<Limactl> {
+    let mut limactl = Limactl::from_env()?;
+    if let Some(program) = &spec.limactl {
+        limactl = limactl.with_program(program.clone());
+    }
+    if let Some(home) = &spec.lima_home {
+        limactl = limactl.with_lima_home(home.clone());
+    }
+    for (key, value) in &spec.limactl_env {
+        limactl = limactl.with_env(key.clone(), value.clone());
+    }
+    Ok(limactl)
+}
+
+/// Checks limactl and the host, and builds the Lima spec: refuses old Lima and a name that is
+/// already taken, and picks the API port.
+fn prepare(provisioner: &Provisioner, spec: &ClusterSpec, name: &InstanceName) -> Result<LimaSpec> {
+    provisioner.limactl().version()?;
+
+    if provisioner.exists(name)? {
+        return Err(Error::InvalidConfig {
+            name: "instance_name".to_owned(),
+            value: name.to_string(),
+            reason: format!(
+                "a Lima instance with this name already exists; delete it with \
+                 `limactl delete -f {name}` or choose another name"
+            ),
+        });
+    }
+
+    let api_port = match spec.api_port {
+        Some(port) => port,
+        None => lima_provisioner::pick_free_port().map_err(|error| {
+            Error::io(
+                "pick a free host port for the API server",
+                "127.0.0.1:0",
+                error,
+            )
+        })?,
+    };
+
+    let mut lima_spec = LimaSpec::new(name.clone());
+    lima_spec.template = spec.template.clone();
+    lima_spec.cpus = spec.cpus;
+    lima_spec.memory_mib = spec.memory_mib;
+    lima_spec.disk_gib = spec.disk_gib;
+    lima_spec.start_timeout = spec.start_timeout;
+    lima_spec.port_forwards = PortForward::pin_api_server(api_port);
+    lima_spec.set.extend(spec.k3s_version_expression());
+    Ok(lima_spec)
+}
+
+/// `k3sh-<spec fingerprint>-<6 random hex digits>`: 20 characters, well inside the socket path
+/// budget for any reasonable `LIMA_HOME`, and a valid Kubernetes node name once Lima prefixes
+/// `lima-`.
+fn generate_instance_name(spec: &ClusterSpec) -> String {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let random = hasher.finish() & 0xff_ffff;
+    format!("{INSTANCE_PREFIX}{}-{random:06x}", spec.fingerprint())
+}
+
+/// Runs blocking provisioner work off the async runtime.
+///
+/// `block_in_place` keeps borrowed arguments usable; it needs the multi-thread runtime, so on a
+/// current-thread runtime (the `#[tokio::test]` default) the work runs inline instead, which is
+/// what that runtime would do with a blocking call anyway.
+async fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_are_valid_and_distinct() {
+        let spec = ClusterSpec::default();
+        let first = generate_instance_name(&spec);
+        let second = generate_instance_name(&spec);
+
+        assert!(first.starts_with(INSTANCE_PREFIX), "{first}");
+        assert_eq!(first.len(), 20, "{first}");
+        assert!(
+            first
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+        assert_ne!(first, second);
+        InstanceName::new(first, Path::new("/tmp/lima")).unwrap();
+    }
+}

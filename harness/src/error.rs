@@ -1,0 +1,143 @@
+//! The harness's error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::image::ImageError;
+
+/// A failure of the test fixture.
+///
+/// `Display` gives complete sentences that name the value at fault and what to do about it, so a
+/// test can `.expect()` a fixture call and still get an actionable panic message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A limactl operation failed; the provisioner's message carries the command and its stderr.
+    #[error(transparent)]
+    Lima(#[from] lima_provisioner::Error),
+
+    /// A `K3S_HARNESS_*` variable or a builder value could not be used.
+    #[error("invalid configuration: {name}={value:?}: {reason}")]
+    InvalidConfig {
+        /// The variable or builder method.
+        name: String,
+        /// The rejected value.
+        value: String,
+        /// Why it was rejected and what is accepted.
+        reason: String,
+    },
+
+    /// `limactl start` failed; the instance was deleted afterwards.
+    #[error(
+        "failed to start Lima instance `{instance}`; the instance was deleted.\n{source}\
+         {log_tail}"
+    )]
+    StartFailed {
+        /// The instance that failed to start.
+        instance: String,
+        /// The limactl failure.
+        #[source]
+        source: Box<lima_provisioner::Error>,
+        /// The last lines of the instance's host agent and serial logs, already formatted.
+        log_tail: String,
+    },
+
+    /// A bounded wait ran out.
+    #[error(
+        "timed out after {waited:?} waiting for {what} on instance `{instance}`; last seen: {last}"
+    )]
+    Timeout {
+        /// The instance being waited on.
+        instance: String,
+        /// What the harness waited for, in words.
+        what: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The last observation or error before the deadline.
+        last: String,
+    },
+
+    /// The kubeconfig Lima copied from the guest could not be used.
+    #[error("invalid kubeconfig {path}: {reason}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API request failed while {action}: {source}")]
+    Kube {
+        /// What the harness was doing.
+        action: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// An image archive could not be imported.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+
+    /// A command run in the guest exited non-zero.
+    #[error("`{command}` exited with {status} in instance `{instance}`: {stderr}")]
+    GuestCommand {
+        /// The instance.
+        instance: String,
+        /// The shell-quoted command line, as limactl ran it.
+        command: String,
+        /// The exit status in words.
+        status: String,
+        /// The trimmed stderr tail.
+        stderr: String,
+    },
+
+    /// A local file operation failed.
+    #[error("failed to {action} {path}: {source}")]
+    Io {
+        /// What the harness was doing.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// No state was found for the named instance.
+    #[error(
+        "no k3s-harness state for instance `{instance}` under {state_dir}; \
+         it was not started by k3s-harness with this K3S_HARNESS_STATE_DIR"
+    )]
+    UnknownInstance {
+        /// The instance name that was looked up.
+        instance: String,
+        /// The state directory searched.
+        state_dir: PathBuf,
+    },
+}
+
+/// The harness's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kube {
+            action: action.into(),
+            source,
+        }
+    }
+}

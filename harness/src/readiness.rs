@@ -1,0 +1,285 @@
+//! Waiting until a freshly started k3s can take a test's workload.
+//!
+//! Lima's k3s template only probes that `/etc/rancher/k3s/k3s.yaml` exists, so `limactl start`
+//! returning 0 says little about the API server. Ready here means, in order: `/readyz` answers
+//! `ok`, every node is `Ready`, a CoreDNS pod is running and ready, and the `default` namespace
+//! has its `default` service account (pods are rejected until it exists).
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+
+/// First pause between two polls; it doubles up to [`MAX_POLL_INTERVAL`].
+const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Longest pause between two polls, so a ready cluster is noticed within a second.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Bound on one API request during the readiness wait, so a hung connection cannot use up the
+/// whole wait.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits for the cluster behind `client` to be ready, within `timeout` overall.
+pub(crate) async fn wait_ready(client: &Client, instance: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+
+    poll(
+        instance,
+        "the API server's /readyz",
+        deadline,
+        timeout,
+        || api_server_ready(client),
+    )
+    .await?;
+    poll(
+        instance,
+        "every node to be Ready",
+        deadline,
+        timeout,
+        || nodes_ready(client),
+    )
+    .await?;
+    poll(instance, "CoreDNS to run", deadline, timeout, || {
+        coredns_ready(client)
+    })
+    .await?;
+    wait_for_default_service_account(client, instance, "default", deadline, timeout).await
+}
+
+/// Waits until namespace `namespace` has its `default` service account.
+pub(crate) async fn wait_for_default_service_account(
+    client: &Client,
+    instance: &str,
+    namespace: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<()> {
+    let what = format!("the default service account in namespace {namespace}");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    poll(instance, &what, deadline, timeout, || async {
+        match accounts.get_opt("default").await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("not created yet".to_owned()),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await
+}
+
+/// Calls `check` until it succeeds or `deadline` passes, backing off between calls.
+///
+/// `check` returns `Err` with a description of what it saw; the last one goes into the timeout
+/// error so the reader learns how far the cluster got.
+pub(crate) async fn poll<F, Fut>(
+    instance: &str,
+    what: &str,
+    deadline: Instant,
+    budget: Duration,
+    mut check: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<(), String>>,
+{
+    let mut interval = FIRST_POLL_INTERVAL;
+    loop {
+        let last =
+            match tokio::time::timeout_at(deadline.min(Instant::now() + REQUEST_TIMEOUT), check())
+                .await
+            {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(seen)) => seen,
+                Err(_) => format!("a request took longer than {REQUEST_TIMEOUT:?}"),
+            };
+
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::Timeout {
+                instance: instance.to_owned(),
+                what: what.to_owned(),
+                waited: budget,
+                last,
+            });
+        }
+        tracing::debug!(instance, what, last = %last, "not ready yet");
+        tokio::time::sleep(interval.min(deadline - now)).await;
+        interval = (interval * 2).min(MAX_POLL_INTERVAL);
+    }
+}
+
+async fn api_server_ready(client: &Client) -> std::result::Result<(), String> {
+    let request = http::Request::get("/readyz")
+        .body(Vec::new())
+        .map_err(|error| error.to_string())?;
+    match client.request_text(request).await {
+        Ok(body) if body.trim() == "ok" => Ok(()),
+        Ok(body) => Err(format!("/readyz answered {:?}", body.trim())),
+        Err(error) => Err(describe_connection_error(&error)),
+    }
+}
+
+async fn nodes_ready(client: &Client) -> std::result::Result<(), String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(|error| error.to_string())?;
+    if list.items.is_empty() {
+        return Err("no node has registered yet".to_owned());
+    }
+
+    let not_ready: Vec<String> = list
+        .items
+        .iter()
+        .filter(|node| !node_is_ready(node))
+        .map(|node| node.metadata.name.clone().unwrap_or_default())
+        .collect();
+    if not_ready.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("nodes not Ready: {}", not_ready.join(", ")))
+    }
+}
+
+/// Whether a node reports condition `Ready=True`.
+pub(crate) fn node_is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|condition| condition.type_ == "Ready" && condition.status == "True")
+        })
+}
+
+async fn coredns_ready(client: &Client) -> std::result::Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let list = pods
+        .list(&ListParams::default().labels("k8s-app=kube-dns"))
+        .await
+        .map_err(|error| error.to_string())?;
+    if list.items.iter().any(pod_is_ready) {
+        Ok(())
+    } else if list.items.is_empty() {
+        Err("no CoreDNS pod (label k8s-app=kube-dns) exists yet".to_owned())
+    } else {
+        Err(format!(
+            "{} CoreDNS pods exist, none Running and Ready",
+            list.items.len()
+        ))
+    }
+}
+
+fn pod_is_ready(pod: &Pod) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Running")
+        && status.conditions.as_ref().is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|condition| condition.type_ == "Ready" && condition.status == "True")
+        })
+}
+
+/// Describes a failed request, and says so plainly when the certificate does not match: then
+/// the port is served by something other than this instance's k3s, typically another cluster
+/// that Lima forwarded to the same host port.
+fn describe_connection_error(error: &kube::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if text.contains("certificate") || text.contains("UnknownIssuer") {
+        text.push_str(
+            " (the API port answers with a certificate this instance's CA did not sign, so \
+             another cluster or program owns the port)",
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+
+    fn node_with(condition: Option<(&str, &str)>) -> Node {
+        Node {
+            status: Some(NodeStatus {
+                conditions: condition.map(|(type_, status)| {
+                    vec![NodeCondition {
+                        type_: type_.to_owned(),
+                        status: status.to_owned(),
+                        ..NodeCondition::default()
+                    }]
+                }),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn node_readiness_needs_ready_true() {
+        assert!(node_is_ready(&node_with(Some(("Ready", "True")))));
+        assert!(!node_is_ready(&node_with(Some(("Ready", "False")))));
+        assert!(!node_is_ready(&node_with(Some(("MemoryPressure", "True")))));
+        assert!(!node_is_ready(&node_with(None)));
+        assert!(!node_is_ready(&Node::default()));
+    }
+
+    #[tokio::test]
+    async fn poll_reports_last_observation_on_timeout() {
+        let budget = Duration::from_millis(200);
+        let deadline = Instant::now() + budget;
+        let mut calls = 0;
+
+        let error = poll("k3sh-a", "the thing", deadline, budget, || {
+            calls += 1;
+            let seen = format!("attempt {calls}");
+            async move { Err(seen) }
+        })
+        .await
+        .unwrap_err();
+
+        let message = error.to_string();
+        assert!(message.contains("the thing"), "{message}");
+        assert!(message.contains("k3sh-a"), "{message}");
+        assert!(message.contains(&format!("attempt {calls}")), "{message}");
+        assert!(calls >= 2, "polled {calls} times");
+    }
+
+    #[tokio::test]
+    async fn poll_returns_once_check_passes() {
+        let budget = Duration::from_secs(5);
+        let deadline = Instant::now() + budget;
+        let mut calls = 0;
+
+        poll("k3sh-a", "the thing", deadline, budget, || {
+            calls += 1;
+            let done = calls >= 3;
+            async move {
+                if done {
+                    Ok(())
+                } else {
+                    Err("not yet".to_owned())
+                }
+            }
+        })
+        .await
+        .unwrap();
+
+        assert_eq!(calls, 3);
+    }
+}
