@@ -1,0 +1,114 @@
+//! The `k3s-harness` command against the fake `limactl`, used from a shell the way a developer
+//! would: `up`, then `kubectl --kubeconfig`, then `down`.
+
+use std::process::{Command, Output, Stdio};
+
+use k3s_harness_tests::{Component, SimulatedLima, components_present, workspace_binary};
+
+fn harness(lima: &SimulatedLima, args: &[&str]) -> Output {
+    Command::new(workspace_binary("k3s-harness"))
+        .args(args)
+        .env("LIMACTL", lima.limactl())
+        .env("LIMA_HOME", lima.home())
+        .env("K3S_HARNESS_STATE_DIR", lima.state_dir())
+        .env("FAKE_LIMACTL_LOG", lima.log_path())
+        .env("K3S_HARNESS_READY_TIMEOUT", "60s")
+        .stdin(Stdio::null())
+        .output()
+        .expect("k3s-harness runs")
+}
+
+fn stdout_value(output: &Output, key: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= line in {stdout:?}"))
+        .to_owned()
+}
+
+#[test]
+fn up_kubectl_down_from_a_shell() {
+    let lima = SimulatedLima::new();
+
+    let up = harness(&lima, &["up"]);
+    assert!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let name = stdout_value(&up, "instance");
+    let kubeconfig = stdout_value(&up, "kubeconfig");
+    assert!(lima.instance_names().contains(&name));
+
+    let printed = harness(&lima, &["kubeconfig", &name]);
+    assert!(printed.status.success());
+    assert_eq!(String::from_utf8_lossy(&printed.stdout).trim(), kubeconfig);
+
+    if components_present("kubectl against the fake API server", &[Component::Kubectl]) {
+        let namespaces = Command::new("kubectl")
+            .args([
+                "--kubeconfig",
+                &kubeconfig,
+                "get",
+                "namespaces",
+                "-o",
+                "name",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl runs");
+        let listed = String::from_utf8_lossy(&namespaces.stdout);
+        assert!(
+            namespaces.status.success(),
+            "kubectl failed: {}",
+            String::from_utf8_lossy(&namespaces.stderr)
+        );
+        assert!(
+            listed.lines().any(|line| line == "namespace/kube-system"),
+            "{listed}"
+        );
+    }
+
+    let down = harness(&lima, &["down", &name]);
+    assert!(
+        down.status.success(),
+        "down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(
+        !lima.instance_names().contains(&name),
+        "the instance is gone"
+    );
+    assert!(
+        !std::path::Path::new(&kubeconfig).exists(),
+        "the kubeconfig is removed"
+    );
+}
+
+#[test]
+fn down_of_unknown_instance_fails_clearly() {
+    let lima = SimulatedLima::new();
+
+    let down = harness(&lima, &["down", "k3sh-not-mine"]);
+
+    assert_eq!(down.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains("k3sh-not-mine"), "{stderr}");
+    assert!(stderr.contains("not started by k3s-harness"), "{stderr}");
+    assert_eq!(lima.count("delete"), 0, "nothing is deleted");
+}
+
+#[test]
+fn invalid_arguments_exit_2() {
+    let lima = SimulatedLima::new();
+
+    let up = harness(&lima, &["up", "--cpus", "many"]);
+
+    assert_eq!(up.status.code(), Some(2));
+    assert_eq!(
+        lima.invocations(),
+        Vec::<Vec<String>>::new(),
+        "limactl never ran"
+    );
+}

@@ -1,0 +1,95 @@
+//! The smoke suite against the fake `limactl`: boot, use the cluster with kube, import images,
+//! shut down, and check that nothing is left.
+
+use std::collections::BTreeMap;
+
+use k3s_harness::Cluster;
+use k3s_harness_tests::archives::{TestImage, write_docker_archive, write_oci_archive};
+use k3s_harness_tests::{Component, SimulatedLima, components_present};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_boots_serves_imports_and_is_deleted() {
+    let lima = SimulatedLima::new();
+    let with_images = components_present("image import", &[Component::Containerd, Component::Sudo]);
+
+    let cluster = Cluster::start(lima.spec())
+        .await
+        .expect("the cluster starts");
+    let name = cluster.name().to_owned();
+    let instance_dir = lima.home().join(&name);
+    assert!(
+        instance_dir.is_dir(),
+        "Lima's instance directory exists while running"
+    );
+    assert_eq!(
+        lima.count("start"),
+        1,
+        "one `limactl start` per cluster: {:?}",
+        lima.invocations()
+    );
+
+    let namespace = cluster
+        .namespace("smoke")
+        .await
+        .expect("a test namespace is created");
+    let config_maps: Api<ConfigMap> = Api::namespaced(namespace.client(), namespace.name());
+    let config_map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("settings".to_owned()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([("mode".to_owned(), "e2e".to_owned())])),
+        ..ConfigMap::default()
+    };
+    config_maps
+        .create(&PostParams::default(), &config_map)
+        .await
+        .expect("the configmap is created");
+    let fetched = config_maps
+        .get("settings")
+        .await
+        .expect("the configmap is read back");
+    assert_eq!(fetched.data.unwrap()["mode"], "e2e");
+    namespace.delete().await.expect("the namespace is deleted");
+
+    if with_images {
+        let scratch = tempfile::tempdir().unwrap();
+        let oci = scratch.path().join("operator-oci.tar");
+        let docker = scratch.path().join("sidecar-docker.tar");
+        write_oci_archive(
+            &oci,
+            &[TestImage::new("example.test/moosefs-operator:0.1.0")],
+        )
+        .unwrap();
+        write_docker_archive(&docker, &[TestImage::new("sidecar:1.2")]).unwrap();
+
+        let imported = cluster
+            .import_image(&oci)
+            .await
+            .expect("the OCI archive imports");
+        assert_eq!(imported, ["example.test/moosefs-operator:0.1.0"]);
+        let imported = cluster
+            .import_image(&docker)
+            .await
+            .expect("the docker archive imports");
+        assert_eq!(imported, ["docker.io/library/sidecar:1.2"]);
+    }
+
+    cluster.shutdown().await.expect("the cluster shuts down");
+
+    assert!(
+        !lima.instance_names().contains(&name),
+        "the instance is gone from `limactl list`"
+    );
+    assert!(
+        !instance_dir.exists(),
+        "Lima's instance directory is removed"
+    );
+    assert!(
+        !lima.state_dir().join(&name).exists(),
+        "the harness's state directory for the instance is removed"
+    );
+}
