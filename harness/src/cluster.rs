@@ -99,7 +99,7 @@ impl Cluster {
             blocking(move || provisioner.limactl().create_and_start(&lima_spec)).await
         };
         if let Err(source) = boot {
-            let log_tail = diagnostics::log_tail(&cluster.instance_dir());
+            let log_tail = diagnostics::serial_log_tail(&cluster.instance_dir());
             cluster.destroy_quietly().await;
             return Err(Error::StartFailed {
                 instance: cluster.name.to_string(),

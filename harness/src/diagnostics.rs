@@ -10,13 +10,14 @@ const TAIL_LINES: usize = 20;
 /// Bytes read from the end of each log, enough for [`TAIL_LINES`] long JSON lines.
 const TAIL_BYTES: u64 = 16 * 1024;
 
-/// Formats the last lines of the instance's `ha.stderr.log` and `serial*.log` files.
+/// Formats the last lines of the instance's `serial*.log` files, which show how far the guest
+/// booted.
 ///
-/// Lima's host agent logs why it could not reach the guest to `ha.stderr.log`, and the serial
-/// logs show how far the guest booted. Missing files are skipped: a start can fail before they
-/// exist.
-pub(crate) fn log_tail(instance_dir: &Path) -> String {
-    let mut logs = vec![instance_dir.join("ha.stderr.log")];
+/// The provisioner's start error already carries limactl's stderr and the tail of the host
+/// agent's `ha.stderr.log`, so they are not repeated here. Missing and empty files are skipped:
+/// a start can fail before they exist.
+pub(crate) fn serial_log_tail(instance_dir: &Path) -> String {
+    let mut logs = Vec::new();
     if let Ok(entries) = fs::read_dir(instance_dir) {
         let mut serial: Vec<_> = entries
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -64,29 +65,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tail_includes_host_agent_and_serial_logs() {
+    fn tail_keeps_last_lines_of_serial_logs() {
         let dir = tempfile::tempdir().unwrap();
-        let stderr_log: String = (1..=30)
-            .map(|i| format!("{{\"msg\":\"line {i}\"}}\n"))
-            .collect();
-        fs::write(dir.path().join("ha.stderr.log"), stderr_log).unwrap();
-        fs::write(dir.path().join("serial.log"), "Booting Linux\n").unwrap();
+        let serial: String = (1..=30).map(|i| format!("boot line {i}\n")).collect();
+        fs::write(dir.path().join("serial.log"), serial).unwrap();
+        fs::write(dir.path().join("serialp.log"), "Booting Linux\n").unwrap();
         fs::write(dir.path().join("serialv.log"), "").unwrap();
+        fs::write(dir.path().join("ha.stderr.log"), "host agent\n").unwrap();
 
-        let text = log_tail(dir.path());
+        let text = serial_log_tail(dir.path());
 
-        assert!(text.contains("line 30"), "{text}");
-        assert!(text.contains("line 11"), "{text}");
-        assert!(!text.contains("line 10\""), "{text}");
+        assert!(text.contains("boot line 30"), "{text}");
+        assert!(text.contains("boot line 11"), "{text}");
+        assert!(!text.contains("boot line 10\n"), "{text}");
         assert!(text.contains("Booting Linux"), "{text}");
         assert!(
             !text.contains("serialv.log"),
             "empty logs are skipped: {text}"
         );
+        assert!(
+            !text.contains("host agent"),
+            "the host agent log is not repeated: {text}"
+        );
     }
 
     #[test]
     fn missing_directory_gives_empty_tail() {
-        assert_eq!(log_tail(Path::new("/nonexistent/k3sh-x")), "");
+        assert_eq!(serial_log_tail(Path::new("/nonexistent/k3sh-x")), "");
     }
 }

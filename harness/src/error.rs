@@ -29,8 +29,8 @@ pub enum Error {
 
     /// `limactl start` failed; the instance was deleted afterwards.
     #[error(
-        "failed to start Lima instance `{instance}`; the instance was deleted.\n{source}\
-         {log_tail}"
+        "failed to start Lima instance `{instance}`; the harness has deleted the instance.\n\
+         {source}{log_tail}"
     )]
     StartFailed {
         /// The instance that failed to start.
@@ -38,7 +38,7 @@ pub enum Error {
         /// The limactl failure.
         #[source]
         source: Box<lima_provisioner::Error>,
-        /// The last lines of the instance's host agent and serial logs, already formatted.
+        /// The last lines of the instance's serial logs, already formatted.
         log_tail: String,
     },
 

@@ -11,6 +11,23 @@ use std::process::{Command, Stdio};
 
 use k3s_harness::ClusterSpec;
 
+/// `expect` for results whose error is best read through `Display`: the harness's errors are
+/// sentences with the command, its stderr and the fix, which `Debug` would print as a struct.
+pub trait ExpectOk<T> {
+    /// Returns the value, or panics with `what` and the error's `Display` text.
+    fn expect_ok(self, what: &str) -> T;
+}
+
+impl<T, E: std::fmt::Display> ExpectOk<T> for Result<T, E> {
+    #[track_caller]
+    fn expect_ok(self, what: &str) -> T {
+        match self {
+            Ok(value) => value,
+            Err(error) => panic!("{what}: {error}"),
+        }
+    }
+}
+
 /// Environment switch that turns a missing component (containerd, sudo, kubectl) from a skip
 /// into a failure. CI sets it, so a machine that should run a test can never pass by skipping.
 pub const REQUIRE_TOOLS_ENV: &str = "K3S_HARNESS_REQUIRE_TOOLS";

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use k3s_harness::{Cluster, ClusterSpec};
-use k3s_harness_tests::SimulatedLima;
+use k3s_harness_tests::{ExpectOk, SimulatedLima};
 use lima_provisioner::{InstanceName, Limactl, Provisioner, ShellOptions};
 
 fn assert_nothing_left(lima: &SimulatedLima) {
@@ -23,14 +23,17 @@ fn assert_nothing_left(lima: &SimulatedLima) {
 #[tokio::test(flavor = "multi_thread")]
 async fn start_timeout_reports_log_tail_and_deletes_instance() {
     let lima = SimulatedLima::new();
+    // The fake, like Lima, gives up when `--timeout` runs out.
     let spec = lima
         .spec()
-        .limactl_env("FAKE_LIMACTL_START_FAIL", "timeout");
+        .limactl_env("FAKE_LIMACTL_START_FAIL", "timeout")
+        .start_timeout(Duration::from_secs(2));
 
     let error = Cluster::start(spec)
         .await
         .expect_err("the start fails")
         .to_string();
+    eprintln!("{error}");
 
     assert!(
         error.contains("did not receive an event with the"),
@@ -40,7 +43,7 @@ async fn start_timeout_reports_log_tail_and_deletes_instance() {
         error.contains("ha.stderr.log"),
         "the host agent log tail is attached: {error}"
     );
-    assert!(error.contains("was deleted"), "{error}");
+    assert!(error.contains("has deleted the instance"), "{error}");
     assert!(lima.count("delete") >= 1, "the half-started VM is deleted");
     assert_nothing_left(&lima);
 }
@@ -167,8 +170,8 @@ async fn two_clusters_get_their_own_api_ports() {
     let lima = SimulatedLima::new();
 
     let (first, second) = tokio::join!(Cluster::start(lima.spec()), Cluster::start(lima.spec()));
-    let first = first.expect("the first cluster starts");
-    let second = second.expect("the second cluster starts");
+    let first = first.expect_ok("the first cluster starts");
+    let second = second.expect_ok("the second cluster starts");
 
     assert_ne!(first.api_port(), second.api_port());
     for cluster in [&first, &second] {
@@ -177,7 +180,7 @@ async fn two_clusters_get_their_own_api_ports() {
         let names: Vec<String> = nodes
             .list(&Default::default())
             .await
-            .expect("each cluster answers on its own port")
+            .expect_ok("each cluster answers on its own port")
             .items
             .into_iter()
             .filter_map(|node| node.metadata.name)
@@ -204,11 +207,11 @@ fn unknown_instance_does_not_exist() {
     assert!(
         !provisioner
             .exists(&name)
-            .expect("an unknown instance is not an error")
+            .expect_ok("an unknown instance is not an error")
     );
     provisioner
         .destroy(&name)
-        .expect("destroying an absent instance succeeds");
+        .expect_ok("destroying an absent instance succeeds");
 }
 
 #[test]
@@ -246,5 +249,5 @@ fn hanging_limactl_hits_deadline_and_leaves_no_process() {
 fn default_spec_is_valid() {
     ClusterSpec::default()
         .with_env_overrides()
-        .expect("the default spec is valid");
+        .expect_ok("the default spec is valid");
 }

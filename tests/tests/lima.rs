@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 use k3s_harness::{Cluster, ClusterSpec};
-use k3s_harness_tests::REQUIRE_LIMA_ENV;
 use k3s_harness_tests::archives::{TestImage, write_docker_archive, write_oci_archive};
+use k3s_harness_tests::{ExpectOk, REQUIRE_LIMA_ENV};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -48,13 +48,13 @@ async fn real_cluster_boots_serves_imports_and_is_deleted() {
 
     let cluster = Cluster::start(ClusterSpec::default().cpus(2).memory_mib(2048))
         .await
-        .expect("the cluster starts");
+        .expect_ok("the cluster starts");
     let name = cluster.name().to_owned();
 
     let namespace = cluster
         .namespace("smoke")
         .await
-        .expect("a test namespace is created");
+        .expect_ok("a test namespace is created");
     let config_maps: Api<ConfigMap> = Api::namespaced(namespace.client(), namespace.name());
     let config_map = ConfigMap {
         metadata: ObjectMeta {
@@ -67,8 +67,11 @@ async fn real_cluster_boots_serves_imports_and_is_deleted() {
     config_maps
         .create(&PostParams::default(), &config_map)
         .await
-        .expect("the configmap is created");
-    namespace.delete().await.expect("the namespace is deleted");
+        .expect_ok("the configmap is created");
+    namespace
+        .delete()
+        .await
+        .expect_ok("the namespace is deleted");
 
     let scratch = tempfile::tempdir().unwrap();
     let oci = scratch.path().join("operator-oci.tar");
@@ -87,19 +90,19 @@ async fn real_cluster_boots_serves_imports_and_is_deleted() {
     cluster
         .import_image(&oci)
         .await
-        .expect("the OCI archive imports");
+        .expect_ok("the OCI archive imports");
     cluster
         .import_image(&docker)
         .await
-        .expect("the docker archive imports");
+        .expect_ok("the docker archive imports");
 
-    cluster.shutdown().await.expect("the cluster shuts down");
+    cluster.shutdown().await.expect_ok("the cluster shuts down");
 
     let listed = Command::new(std::env::var_os("LIMACTL").unwrap_or_else(|| "limactl".into()))
         .args(["list", "--quiet"])
         .stdin(Stdio::null())
         .output()
-        .expect("limactl list runs");
+        .expect_ok("limactl list runs");
     let names = String::from_utf8_lossy(&listed.stdout);
     assert!(
         !names.lines().any(|line| line == name),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k3s_harness::Cluster;
 use k3s_harness_tests::archives::{TestImage, write_docker_archive, write_oci_archive};
-use k3s_harness_tests::{Component, SimulatedLima, components_present};
+use k3s_harness_tests::{Component, ExpectOk, SimulatedLima, components_present};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -17,7 +17,7 @@ async fn cluster_boots_serves_imports_and_is_deleted() {
 
     let cluster = Cluster::start(lima.spec())
         .await
-        .expect("the cluster starts");
+        .expect_ok("the cluster starts");
     let name = cluster.name().to_owned();
     let instance_dir = lima.home().join(&name);
     assert!(
@@ -34,7 +34,7 @@ async fn cluster_boots_serves_imports_and_is_deleted() {
     let namespace = cluster
         .namespace("smoke")
         .await
-        .expect("a test namespace is created");
+        .expect_ok("a test namespace is created");
     let config_maps: Api<ConfigMap> = Api::namespaced(namespace.client(), namespace.name());
     let config_map = ConfigMap {
         metadata: ObjectMeta {
@@ -47,13 +47,16 @@ async fn cluster_boots_serves_imports_and_is_deleted() {
     config_maps
         .create(&PostParams::default(), &config_map)
         .await
-        .expect("the configmap is created");
+        .expect_ok("the configmap is created");
     let fetched = config_maps
         .get("settings")
         .await
-        .expect("the configmap is read back");
+        .expect_ok("the configmap is read back");
     assert_eq!(fetched.data.unwrap()["mode"], "e2e");
-    namespace.delete().await.expect("the namespace is deleted");
+    namespace
+        .delete()
+        .await
+        .expect_ok("the namespace is deleted");
 
     if with_images {
         let scratch = tempfile::tempdir().unwrap();
@@ -69,16 +72,16 @@ async fn cluster_boots_serves_imports_and_is_deleted() {
         let imported = cluster
             .import_image(&oci)
             .await
-            .expect("the OCI archive imports");
+            .expect_ok("the OCI archive imports");
         assert_eq!(imported, ["example.test/moosefs-operator:0.1.0"]);
         let imported = cluster
             .import_image(&docker)
             .await
-            .expect("the docker archive imports");
+            .expect_ok("the docker archive imports");
         assert_eq!(imported, ["docker.io/library/sidecar:1.2"]);
     }
 
-    cluster.shutdown().await.expect("the cluster shuts down");
+    cluster.shutdown().await.expect_ok("the cluster shuts down");
 
     assert!(
         !lima.instance_names().contains(&name),
