@@ -96,3 +96,119 @@ async fn cluster_boots_serves_imports_and_is_deleted() {
         "the harness's state directory for the instance is removed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_preserves_every_argument() {
+    let lima = SimulatedLima::new();
+    let cluster = Cluster::start(lima.spec())
+        .await
+        .expect_ok("the cluster starts");
+    let arguments = [
+        "a b",
+        "it's",
+        "$HOME",
+        "x;y",
+        "&&",
+        "\"quoted\"",
+        "tab\there",
+        "*",
+    ];
+
+    let mut argv = vec!["printf", "%s\\n"];
+    argv.extend(arguments);
+    let output = cluster
+        .shell(&argv)
+        .await
+        .expect_ok("printf runs in the guest");
+
+    let printed: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        printed, arguments,
+        "each argument arrives as one word, unexpanded"
+    );
+    cluster.shutdown().await.expect_ok("the cluster shuts down");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_command_failure_names_command_and_status() {
+    let lima = SimulatedLima::new();
+    let cluster = Cluster::start(lima.spec())
+        .await
+        .expect_ok("the cluster starts");
+
+    let error = cluster
+        .shell(&["sh", "-c", "echo broken >&2; exit 3"])
+        .await
+        .expect_err("a failing command is an error")
+        .to_string();
+
+    assert!(
+        error.contains("exit code 3") || error.contains("exit status: 3"),
+        "{error}"
+    );
+    assert!(
+        error.contains("broken"),
+        "the stderr tail is attached: {error}"
+    );
+    assert!(
+        error.contains("'echo broken >&2; exit 3'"),
+        "the command is quoted: {error}"
+    );
+    cluster.shutdown().await.expect_ok("the cluster shuts down");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_image_is_rejected_before_transfer() {
+    let lima = SimulatedLima::new();
+    let cluster = Cluster::start(lima.spec())
+        .await
+        .expect_ok("the cluster starts");
+    let scratch = tempfile::tempdir().unwrap();
+    let archive = scratch.path().join("latest.tar");
+    write_docker_archive(&archive, &[TestImage::new("moosefs-operator:latest")]).unwrap();
+
+    let error = cluster
+        .import_image(&archive)
+        .await
+        .expect_err("a :latest reference is rejected")
+        .to_string();
+
+    assert!(
+        error.contains("docker.io/library/moosefs-operator:latest"),
+        "{error}"
+    );
+    assert!(
+        error.contains("imagePullPolicy"),
+        "the pull-policy trap is explained: {error}"
+    );
+    assert!(
+        error.contains("allow_latest_images"),
+        "the opt-in is named: {error}"
+    );
+    assert_eq!(lima.count("shell"), 0, "nothing was sent to the guest");
+    cluster.shutdown().await.expect_ok("the cluster shuts down");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_cluster_boots_once_per_process() {
+    let lima = SimulatedLima::new();
+
+    let first = Cluster::shared(lima.spec())
+        .await
+        .expect_ok("the shared cluster starts");
+    let second = Cluster::shared(lima.spec())
+        .await
+        .expect_ok("the shared cluster is reused");
+
+    assert_eq!(first.name(), second.name());
+    assert_eq!(lima.count("start"), 1, "one boot for both calls");
+    let error = Cluster::shared(lima.spec().cpus(7))
+        .await
+        .expect_err("a different spec is an error, not a second VM")
+        .to_string();
+    assert!(error.contains("different spec"), "{error}");
+    assert_eq!(lima.count("start"), 1);
+}
