@@ -35,8 +35,8 @@ static SHARED: OnceCell<Cluster> = OnceCell::const_new();
 /// [`detach`](Self::detach) was called. Prefer [`shutdown`](Self::shutdown) in async code: it
 /// reports failures instead of logging them.
 ///
-/// The cluster holds no connection and no runtime handle, so one value can serve tests that run
-/// on different Tokio runtimes; [`client`](Self::client) builds a fresh client each call.
+/// The cluster keeps no connection and no runtime handle, so one value can serve tests that run
+/// on different Tokio runtimes, and [`client`](Self::client) builds a fresh client each call.
 #[derive(Debug)]
 pub struct Cluster {
     name: InstanceName,
@@ -211,28 +211,28 @@ impl Cluster {
         Ok(())
     }
 
-    /// The Lima instance name.
+    /// Returns the Lima instance name.
     pub fn name(&self) -> &str {
         self.name.as_str()
     }
 
-    /// The host port that forwards to the API server.
+    /// Returns the host port that forwards to the API server.
     pub fn api_port(&self) -> u16 {
         self.api_port
     }
 
-    /// The rewritten kubeconfig (mode 0600): server `https://127.0.0.1:<api_port>`, cluster,
+    /// Returns the path of the rewritten kubeconfig (mode 0600): server `https://127.0.0.1:<api_port>`, cluster,
     /// context and user named after the instance.
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }
 
-    /// The containerd platform of the guest, e.g. `linux/amd64`.
+    /// Returns the containerd platform of the guest, e.g. `linux/amd64`.
     pub fn platform(&self) -> &'static str {
         self.platform
     }
 
-    /// The spec the cluster was booted from, overrides applied.
+    /// Returns the spec the cluster was booted from, overrides applied.
     pub fn spec(&self) -> &ClusterSpec {
         &self.spec
     }
@@ -360,7 +360,7 @@ fn destroy_shared_cluster() {
     }
 }
 
-/// Builds the limactl client the spec asks for: its binary and Lima home, else `LIMACTL` and
+/// Builds the limactl client that the spec selects: its binary and Lima home, else `LIMACTL` and
 /// `LIMA_HOME`.
 fn limactl_for(spec: &ClusterSpec) -> Result<Limactl> {
     let mut limactl = Limactl::from_env()?;
@@ -426,9 +426,9 @@ fn generate_instance_name(spec: &ClusterSpec) -> String {
 
 /// Runs blocking provisioner work off the async runtime.
 ///
-/// `block_in_place` keeps borrowed arguments usable; it needs the multi-thread runtime, so on a
-/// current-thread runtime (the `#[tokio::test]` default) the work runs inline instead, which is
-/// what that runtime would do with a blocking call anyway.
+/// `block_in_place` keeps borrowed arguments usable but needs the multi-thread runtime. On a
+/// current-thread runtime (the `#[tokio::test]` default) the work runs inline instead, as any
+/// blocking call on that runtime would.
 async fn blocking<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {

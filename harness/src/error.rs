@@ -23,7 +23,7 @@ pub enum Error {
         name: String,
         /// The rejected value.
         value: String,
-        /// Why it was rejected and what is accepted.
+        /// The reason for the rejection and the accepted forms.
         reason: String,
     },
 
@@ -49,7 +49,7 @@ pub enum Error {
     Timeout {
         /// The instance being waited on.
         instance: String,
-        /// What the harness waited for, in words.
+        /// The awaited condition, in words.
         what: String,
         /// How long it waited.
         waited: Duration,
@@ -62,14 +62,14 @@ pub enum Error {
     Kubeconfig {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// The problem found in the file.
         reason: String,
     },
 
     /// A Kubernetes API call failed.
     #[error("Kubernetes API request failed while {action}: {source}")]
     Kube {
-        /// What the harness was doing.
+        /// The harness's action when the error occurred.
         action: String,
         /// The client error.
         #[source]
@@ -96,7 +96,7 @@ pub enum Error {
     /// A local file operation failed.
     #[error("failed to {action} {path}: {source}")]
     Io {
-        /// What the harness was doing.
+        /// The harness's action when the error occurred.
         action: &'static str,
         /// The file or directory.
         path: PathBuf,

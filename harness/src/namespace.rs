@@ -83,12 +83,12 @@ impl TestNamespace {
         Ok(guard)
     }
 
-    /// The namespace's name.
+    /// Returns the namespace's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// A client whose default namespace is this one.
+    /// Returns a client whose default namespace is this one.
     pub fn client(&self) -> kube::Client {
         self.client.clone()
     }

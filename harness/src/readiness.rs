@@ -1,7 +1,7 @@
 //! Waiting until a freshly started k3s can take a test's workload.
 //!
 //! Lima's k3s template only probes that `/etc/rancher/k3s/k3s.yaml` exists, so `limactl start`
-//! returning 0 says little about the API server. Ready here means, in order: `/readyz` answers
+//! returning 0 proves little about the API server. Ready here means, in order: `/readyz` answers
 //! `ok`, every node is `Ready`, a CoreDNS pod is running and ready, and the `default` namespace
 //! has its `default` service account (pods are rejected until it exists).
 
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 /// First pause between two polls; it doubles up to [`MAX_POLL_INTERVAL`].
 const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Longest pause between two polls, so a ready cluster is noticed within a second.
+/// Maximum pause between two polls, so a ready cluster is noticed within a second.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Bound on one API request during the readiness wait, so a hung connection cannot use up the
@@ -74,8 +74,8 @@ pub(crate) async fn wait_for_default_service_account(
 
 /// Calls `check` until it succeeds or `deadline` passes, backing off between calls.
 ///
-/// `check` returns `Err` with a description of what it saw; the last one goes into the timeout
-/// error so the reader learns how far the cluster got.
+/// `check` returns `Err` with a description of what it observed. The last description goes into
+/// the timeout error, so the reader learns how far the cluster got.
 pub(crate) async fn poll<F, Fut>(
     instance: &str,
     what: &str,
@@ -189,9 +189,9 @@ fn pod_is_ready(pod: &Pod) -> bool {
         })
 }
 
-/// Describes a failed request, and says so plainly when the certificate does not match: then
-/// the port is served by something other than this instance's k3s, typically another cluster
-/// that Lima forwarded to the same host port.
+/// Describes a failed request. A certificate mismatch gets an explanation, because it means the
+/// port is served by something other than this instance's k3s, typically another cluster that
+/// Lima forwarded to the same host port.
 fn describe_connection_error(error: &kube::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);

@@ -24,7 +24,7 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Default bound on one image import, transfer and verification included.
 pub const DEFAULT_IMPORT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// The cluster a test asks for.
+/// The cluster a test requests.
 ///
 /// Build it with the setters, then pass it to [`Cluster::start`](crate::Cluster::start) or
 /// [`Cluster::shared`](crate::Cluster::shared). Every field can be overridden by an environment

@@ -108,7 +108,7 @@ async fn invalid_instance_name_runs_no_limactl() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn lima_home_too_long_for_socket_paths_is_rejected() {
+async fn long_lima_home_is_rejected() {
     let lima = SimulatedLima::new();
     let long_home = lima.home().join("x".repeat(90));
 
