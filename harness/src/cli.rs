@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lima_provisioner::{InstanceName, Limactl, Provisioner};
+use lima_provisioner::InstanceName;
 
 use crate::Cluster;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::shared::{INSTANCE_ENV, KUBECONFIG_ENV};
 use crate::spec::{ClusterSpec, parse_duration};
 use crate::state::StateDir;
 
@@ -36,10 +37,21 @@ enum Command {
         /// The Lima instance name printed by `up`.
         name: String,
     },
+    /// Delete harness clusters whose test run has ended and that no policy keeps.
+    Gc,
+    /// Boot the run's shared cluster from a nextest setup script and export
+    /// K3S_HARNESS_INSTANCE and K3S_HARNESS_KUBECONFIG to the tests through $NEXTEST_ENV.
+    NextestSetup(SpecArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct UpArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct SpecArgs {
     /// Lima instance name [default: k3sh-<spec fingerprint>-<random>]
     #[arg(long)]
     name: Option<String>,
@@ -112,34 +124,13 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Down { name } => down(&name),
+        Command::Gc => gc(),
+        Command::NextestSetup(args) => nextest_setup(args).await,
     }
 }
 
 async fn up(args: UpArgs) -> Result<()> {
-    let mut spec = ClusterSpec::default()
-        .template(args.template)
-        .start_timeout(args.start_timeout)
-        .ready_timeout(args.ready_timeout);
-    if let Some(name) = args.name {
-        spec = spec.instance_name(name);
-    }
-    if let Some(cpus) = args.cpus {
-        spec = spec.cpus(cpus);
-    }
-    if let Some(mib) = args.memory_mib {
-        spec = spec.memory_mib(mib);
-    }
-    if let Some(gib) = args.disk_gib {
-        spec = spec.disk_gib(gib);
-    }
-    if let Some(version) = args.k3s_version {
-        spec = spec.k3s_version(version);
-    }
-    if let Some(port) = args.api_port {
-        spec = spec.api_port(port);
-    }
-
-    let cluster = Cluster::start(spec).await?;
+    let cluster = Cluster::start(args.spec.into_spec()).await?;
     println!("instance={}", cluster.name());
     println!("kubeconfig={}", cluster.kubeconfig_path().display());
     eprintln!(
@@ -149,17 +140,123 @@ async fn up(args: UpArgs) -> Result<()> {
         cluster.name(),
         cluster.name()
     );
-    cluster.detach();
+    cluster.detach()
+}
+
+/// Boots (or attaches to) the run's shared cluster and exports it to the run's tests.
+async fn nextest_setup(args: SpecArgs) -> Result<()> {
+    let Some(env_file) = std::env::var_os("NEXTEST_ENV").filter(|value| !value.is_empty()) else {
+        return Err(Error::InvalidConfig {
+            name: "NEXTEST_ENV".to_owned(),
+            value: String::new(),
+            reason: "nextest-setup must run as a nextest setup script, which sets NEXTEST_ENV; \
+                     see the setup script in .config/nextest.toml"
+                .to_owned(),
+        });
+    };
+
+    let cluster = Cluster::shared(args.into_spec()).await?;
+    let lines = [
+        (INSTANCE_ENV, cluster.name().to_owned()),
+        (
+            KUBECONFIG_ENV,
+            cluster.kubeconfig_path().display().to_string(),
+        ),
+    ];
+    let mut text = String::new();
+    for (key, value) in lines {
+        text.push_str(&nextest_env_line(key, &value)?);
+    }
+
+    let path = std::path::PathBuf::from(env_file);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(|error| Error::io("open", &path, error))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .map_err(|error| Error::io("write", &path, error))?;
+    eprintln!("k3s-harness: the run's cluster is `{}`", cluster.name());
     Ok(())
+}
+
+/// Formats one `KEY=value` line for `$NEXTEST_ENV`, which rejects keys starting with `NEXTEST`
+/// and values that are empty or span lines.
+fn nextest_env_line(key: &str, value: &str) -> Result<String> {
+    let invalid = |reason: &str| Error::InvalidConfig {
+        name: key.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if key.is_empty() || key.starts_with("NEXTEST") || key.contains('=') {
+        return Err(invalid(
+            "nextest rejects empty keys, keys with '=' and keys starting with NEXTEST",
+        ));
+    }
+    if value.is_empty() || value.contains(['\n', '\r']) {
+        return Err(invalid("nextest rejects empty and multi-line values"));
+    }
+    Ok(format!("{key}={value}\n"))
+}
+
+fn gc() -> Result<()> {
+    let state = StateDir::from_env()?;
+    let report = crate::gc::collect(&state);
+    for name in &report.deleted {
+        println!("deleted {name}");
+    }
+    for (name, reason) in &report.kept {
+        println!("kept {name}: {reason}");
+    }
+    for (name, error) in &report.failed {
+        eprintln!("error: failed to delete {name}: {error}");
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            name: "gc".to_owned(),
+            value: report.failed.len().to_string(),
+            reason: "some instances could not be deleted; see the errors above".to_owned(),
+        })
+    }
+}
+
+impl SpecArgs {
+    fn into_spec(self) -> ClusterSpec {
+        let args = self;
+        let mut spec = ClusterSpec::default()
+            .template(args.template)
+            .start_timeout(args.start_timeout)
+            .ready_timeout(args.ready_timeout);
+        if let Some(name) = args.name {
+            spec = spec.instance_name(name);
+        }
+        if let Some(cpus) = args.cpus {
+            spec = spec.cpus(cpus);
+        }
+        if let Some(mib) = args.memory_mib {
+            spec = spec.memory_mib(mib);
+        }
+        if let Some(gib) = args.disk_gib {
+            spec = spec.disk_gib(gib);
+        }
+        if let Some(version) = args.k3s_version {
+            spec = spec.k3s_version(version);
+        }
+        if let Some(port) = args.api_port {
+            spec = spec.api_port(port);
+        }
+        spec
+    }
 }
 
 /// Deletes a cluster that the harness started; other Lima instances are never touched.
 fn down(name: &str) -> Result<()> {
     let state = StateDir::from_env()?;
     let record = state.read_record(name)?;
-    let limactl = Limactl::from_env()?.with_lima_home(record.lima_home.clone());
     let instance = InstanceName::new(name, &record.lima_home)?;
-    Provisioner::new(limactl).destroy(&instance)?;
+    record.provisioner().destroy(&instance)?;
     state.remove_instance_dir(name)?;
     eprintln!("Deleted instance `{name}`.");
     Ok(())

@@ -9,14 +9,14 @@ use std::time::Duration;
 use lima_provisioner::{
     InstanceName, LimaSpec, Limactl, PortForward, Provisioner, ShellOptions, ShellOutput,
 };
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::namespace::TestNamespace;
+use crate::run::ProcessId;
 use crate::spec::ClusterSpec;
 use crate::state::{ClusterRecord, StateDir};
-use crate::{diagnostics, image, kubeconfig, readiness};
+use crate::{diagnostics, image, kubeconfig, readiness, shared};
 
 /// Prefix of every instance name the harness generates, so its VMs are recognisable in
 /// `limactl list`.
@@ -24,10 +24,6 @@ pub const INSTANCE_PREFIX: &str = "k3sh-";
 
 /// Default bound on a command run with [`Cluster::shell`].
 const SHELL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-
-/// The cluster shared by every test of this process, created by the first
-/// [`Cluster::shared`] call and destroyed when the process exits normally.
-static SHARED: OnceCell<Cluster> = OnceCell::const_new();
 
 /// A k3s cluster in a Lima VM.
 ///
@@ -59,17 +55,42 @@ impl Cluster {
     pub async fn start(spec: ClusterSpec) -> Result<Cluster> {
         let spec = spec.with_env_overrides()?;
         let provisioner = Provisioner::new(limactl_for(&spec)?);
-        let state = match &spec.state_dir {
-            Some(dir) => StateDir::new(dir.clone()),
-            None => StateDir::from_env()?,
-        };
-
+        let state = state_dir_for(&spec)?;
         let name = match &spec.instance_name {
             Some(name) => name.clone(),
             None => generate_instance_name(&spec),
         };
         let name = InstanceName::new(name, provisioner.limactl().lima_home())?;
 
+        let owner = BootOwner {
+            owner: ProcessId::current(),
+            run_key: None,
+        };
+        match Cluster::boot(spec, name.clone(), provisioner, state.clone(), owner).await {
+            Ok(mut cluster) => {
+                cluster.destroy_on_drop = true;
+                Ok(cluster)
+            }
+            Err(error) => {
+                if let Err(cleanup) = state.remove_instance_dir(name.as_str()) {
+                    tracing::error!(instance = %name, error = %cleanup, "failed to remove the state directory");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Boots instance `name` and writes its record; the VM is deleted again when any step fails.
+    ///
+    /// The state directory is left in place (with its lock file), because the shared path holds
+    /// its lock while booting. The returned cluster is not destroyed on drop.
+    pub(crate) async fn boot(
+        spec: ClusterSpec,
+        name: InstanceName,
+        provisioner: Provisioner,
+        state: StateDir,
+        owner: BootOwner,
+    ) -> Result<Cluster> {
         let lima_spec = {
             let provisioner_ref = &provisioner;
             let spec_ref = &spec;
@@ -90,7 +111,7 @@ impl Cluster {
             platform: "linux/amd64",
             spec,
             imported: Mutex::new(HashSet::new()),
-            destroy_on_drop: true,
+            destroy_on_drop: false,
         };
 
         tracing::info!(instance = %cluster.name, api_port, "starting k3s in a Lima VM");
@@ -100,7 +121,7 @@ impl Cluster {
         };
         if let Err(source) = boot {
             let log_tail = diagnostics::serial_log_tail(&cluster.instance_dir());
-            cluster.destroy_quietly().await;
+            cluster.delete_vm_quietly().await;
             return Err(Error::StartFailed {
                 instance: cluster.name.to_string(),
                 source: Box::new(source),
@@ -108,42 +129,92 @@ impl Cluster {
             });
         }
 
-        match cluster.finish_start().await {
-            Ok(()) => Ok(cluster),
+        let finished = cluster.finish_start().await;
+        let recorded = match finished {
+            Ok(()) => cluster.state.write_record(&cluster.record(owner)),
+            Err(error) => Err(error),
+        };
+        match recorded {
+            Ok(()) => {
+                tracing::info!(instance = %cluster.name, kubeconfig = %cluster.kubeconfig.display(), "cluster ready");
+                Ok(cluster)
+            }
             Err(error) => {
-                cluster.destroy_quietly().await;
+                cluster.delete_vm_quietly().await;
+                let _ = cluster.state.remove_record(cluster.name.as_str());
                 Err(error)
             }
         }
     }
 
-    /// Returns the cluster shared by every test in this process, booting it on first use.
-    ///
-    /// The VM lives until the process exits: a destructor that runs after `main` deletes it
-    /// (it does not run after SIGKILL or an abort). Every call must pass the same spec; a
-    /// different one is an error rather than a second VM.
-    ///
-    /// NOTE: under cargo-nextest every test is its own process, so each test that calls this
-    /// boots its own VM.
-    pub async fn shared(spec: ClusterSpec) -> Result<&'static Cluster> {
-        let requested = spec.clone().with_env_overrides()?.fingerprint();
-        let cluster = SHARED.get_or_try_init(|| Cluster::start(spec)).await?;
-        if cluster.spec.fingerprint() != requested {
-            return Err(Error::InvalidConfig {
-                name: "ClusterSpec".to_owned(),
-                value: requested,
-                reason: format!(
-                    "the shared cluster `{}` was booted from a different spec (fingerprint {}); \
-                     pass the same spec to every Cluster::shared call or use Cluster::start",
-                    cluster.name,
-                    cluster.spec.fingerprint()
-                ),
-            });
+    /// Rebuilds the handle of a running cluster from its record, without any limactl call.
+    pub(crate) fn from_record(
+        record: &ClusterRecord,
+        spec: ClusterSpec,
+        provisioner: Provisioner,
+        state: StateDir,
+        name: InstanceName,
+    ) -> Cluster {
+        Cluster {
+            kubeconfig: record.kubeconfig.clone(),
+            name,
+            provisioner,
+            state,
+            api_port: record.api_port,
+            platform: known_platform(&record.platform),
+            spec,
+            imported: Mutex::new(HashSet::new()),
+            destroy_on_drop: false,
         }
-        Ok(cluster)
     }
 
-    /// Waits for the kubeconfig, rewrites it, waits for readiness and records the cluster.
+    /// The record that lets other processes attach to this cluster.
+    fn record(&self, owner: BootOwner) -> ClusterRecord {
+        let limactl = self.provisioner.limactl();
+        ClusterRecord {
+            instance: self.name.to_string(),
+            limactl: limactl.program().to_owned(),
+            lima_home: limactl.lima_home().to_owned(),
+            limactl_env: self
+                .spec
+                .limactl_env
+                .iter()
+                .map(|(key, value)| {
+                    (
+                        key.to_string_lossy().into_owned(),
+                        value.to_string_lossy().into_owned(),
+                    )
+                })
+                .collect(),
+            api_port: self.api_port,
+            kubeconfig: self.kubeconfig.clone(),
+            fingerprint: self.spec.fingerprint(),
+            platform: self.platform.to_owned(),
+            owner: owner.owner,
+            run_key: owner.run_key,
+            destroy_policy: self.spec.destroy_policy,
+            reuse: self.spec.reuse,
+            kept: false,
+        }
+    }
+
+    /// Returns the cluster shared by every test of this test run that passes an equivalent
+    /// spec, booting it on first use.
+    ///
+    /// A test run is a `cargo nextest run` (every test is its own process there), a `cargo test`
+    /// invocation, or a test binary run on its own. The first process to ask boots the VM; the
+    /// others wait on a file lock and attach to it. A detached reaper deletes the VM once the
+    /// run is over (after the runner exits, even by SIGKILL, and every test process has
+    /// finished), following the spec's [`DestroyPolicy`](crate::DestroyPolicy). Specs with
+    /// different fingerprints get different VMs.
+    ///
+    /// When `K3S_HARNESS_INSTANCE` is set (by `k3s-harness nextest-setup`), the call attaches to
+    /// that instance instead, and fails if its spec differs.
+    pub async fn shared(spec: ClusterSpec) -> Result<&'static Cluster> {
+        shared::shared(spec).await
+    }
+
+    /// Waits for the kubeconfig, rewrites it, and waits for readiness.
     async fn finish_start(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.spec.ready_timeout;
 
@@ -199,15 +270,6 @@ impl Cluster {
         )
         .await?;
 
-        self.state.write_record(&ClusterRecord {
-            instance: self.name.to_string(),
-            lima_home: self.provisioner.limactl().lima_home().to_owned(),
-            api_port: self.api_port,
-            kubeconfig: self.kubeconfig.clone(),
-            fingerprint: self.spec.fingerprint(),
-            owner_pid: std::process::id(),
-        })?;
-        tracing::info!(instance = %self.name, kubeconfig = %self.kubeconfig.display(), "cluster ready");
         Ok(())
     }
 
@@ -293,8 +355,18 @@ impl Cluster {
 
     /// Keeps the VM running after this value is dropped, for a caller that manages its
     /// lifetime itself (the `k3s-harness up` command).
-    pub fn detach(mut self) {
+    ///
+    /// The VM is marked as kept, so `k3s-harness gc` leaves it alone; `k3s-harness down NAME`
+    /// deletes it.
+    pub fn detach(mut self) -> Result<()> {
         self.destroy_on_drop = false;
+        let mut record = self.state.read_record(self.name.as_str())?;
+        record.kept = true;
+        self.state.write_record(&record)
+    }
+
+    pub(crate) fn state_dir(&self) -> &StateDir {
+        &self.state
     }
 
     pub(crate) fn provisioner(&self) -> &Provisioner {
@@ -317,17 +389,14 @@ impl Cluster {
             .join(self.name.as_str())
     }
 
-    /// Deletes the VM and state after a failed start; failures are logged, because the start
-    /// error matters more to the caller.
-    async fn destroy_quietly(&mut self) {
+    /// Deletes the VM after a failed start; failures are logged, because the start error
+    /// matters more to the caller.
+    async fn delete_vm_quietly(&mut self) {
         self.destroy_on_drop = false;
         let provisioner = &self.provisioner;
         let name = &self.name;
         if let Err(error) = blocking(move || provisioner.destroy(name)).await {
             tracing::error!(instance = %self.name, %error, "failed to delete the instance after a failed start");
-        }
-        if let Err(error) = self.state.remove_instance_dir(self.name.as_str()) {
-            tracing::error!(instance = %self.name, %error, "failed to remove the state directory");
         }
     }
 
@@ -350,19 +419,9 @@ impl Drop for Cluster {
     }
 }
 
-/// Deletes the process's shared cluster when the process exits normally.
-#[dtor::dtor(unsafe)]
-fn destroy_shared_cluster() {
-    if let Some(cluster) = SHARED.get()
-        && cluster.destroy_on_drop
-    {
-        cluster.destroy_blocking();
-    }
-}
-
 /// Builds the limactl client that the spec selects: its binary and Lima home, else `LIMACTL` and
 /// `LIMA_HOME`.
-fn limactl_for(spec: &ClusterSpec) -> Result<Limactl> {
+pub(crate) fn limactl_for(spec: &ClusterSpec) -> Result<Limactl> {
     let mut limactl = Limactl::from_env()?;
     if let Some(program) = &spec.limactl {
         limactl = limactl.with_program(program.clone());
@@ -374,6 +433,38 @@ fn limactl_for(spec: &ClusterSpec) -> Result<Limactl> {
         limactl = limactl.with_env(key.clone(), value.clone());
     }
     Ok(limactl)
+}
+
+/// The harness state directory that the spec selects, else `K3S_HARNESS_STATE_DIR` or the
+/// per-user default.
+pub(crate) fn state_dir_for(spec: &ClusterSpec) -> Result<StateDir> {
+    match &spec.state_dir {
+        Some(dir) => Ok(StateDir::new(dir.clone())),
+        None => StateDir::from_env(),
+    }
+}
+
+/// Returns the static spelling of a platform read back from a record; Lima's guests are
+/// `linux/amd64` unless the record says otherwise.
+fn known_platform(platform: &str) -> &'static str {
+    const PLATFORMS: [&str; 6] = [
+        "linux/amd64",
+        "linux/arm64",
+        "linux/arm/v7",
+        "linux/riscv64",
+        "linux/s390x",
+        "linux/ppc64le",
+    ];
+    PLATFORMS
+        .into_iter()
+        .find(|known| *known == platform)
+        .unwrap_or(PLATFORMS[0])
+}
+
+/// Who a booted cluster belongs to: the process whose exit ends its run, and the run's key.
+pub(crate) struct BootOwner {
+    pub(crate) owner: ProcessId,
+    pub(crate) run_key: Option<String>,
 }
 
 /// Checks limactl and the host, and builds the Lima spec: refuses old Lima and a name that is
@@ -417,7 +508,7 @@ fn prepare(provisioner: &Provisioner, spec: &ClusterSpec, name: &InstanceName) -
 /// `k3sh-<spec fingerprint>-<6 random hex digits>`: 20 characters, well inside the socket path
 /// budget for any reasonable `LIMA_HOME`, and a valid Kubernetes node name once Lima prefixes
 /// `lima-`.
-fn generate_instance_name(spec: &ClusterSpec) -> String {
+pub(crate) fn generate_instance_name(spec: &ClusterSpec) -> String {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
     let random = hasher.finish() & 0xff_ffff;
@@ -429,7 +520,7 @@ fn generate_instance_name(spec: &ClusterSpec) -> String {
 /// `block_in_place` keeps borrowed arguments usable but needs the multi-thread runtime. On a
 /// current-thread runtime (the `#[tokio::test]` default) the work runs inline instead, as any
 /// blocking call on that runtime would.
-async fn blocking<T>(work: impl FnOnce() -> T) -> T {
+pub(crate) async fn blocking<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(work)

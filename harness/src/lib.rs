@@ -22,10 +22,14 @@
 mod cluster;
 mod diagnostics;
 mod error;
+mod gc;
 pub mod image;
 mod kubeconfig;
 mod namespace;
 mod readiness;
+mod reaper;
+mod run;
+mod shared;
 mod spec;
 mod state;
 
@@ -36,10 +40,12 @@ pub mod testing;
 
 pub use cluster::{Cluster, INSTANCE_PREFIX};
 pub use error::{Error, Result};
+pub use gc::GcReport;
 pub use image::ImageError;
 pub use lima_provisioner::ShellOutput;
 pub use namespace::{INSTANCE_LABEL, MANAGED_BY_LABEL, TestNamespace};
+pub use shared::{INSTANCE_ENV, KUBECONFIG_ENV};
 pub use spec::{
     ClusterSpec, DEFAULT_IMPORT_TIMEOUT, DEFAULT_READY_TIMEOUT, DEFAULT_START_TIMEOUT,
-    DEFAULT_TEMPLATE,
+    DEFAULT_TEMPLATE, DestroyPolicy,
 };

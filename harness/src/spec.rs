@@ -44,6 +44,8 @@ pub const DEFAULT_IMPORT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// | [`ready_timeout`](Self::ready_timeout) | `K3S_HARNESS_READY_TIMEOUT` | seconds or `90s`/`10m`, 5 minutes |
 /// | [`import_timeout`](Self::import_timeout) | `K3S_HARNESS_IMPORT_TIMEOUT` | seconds or `90s`/`10m`, 10 minutes |
 /// | [`allow_latest_images`](Self::allow_latest_images) | `K3S_HARNESS_ALLOW_LATEST` | `1`/`0`, off |
+/// | [`destroy_policy`](Self::destroy_policy) | `K3S_HARNESS_DESTROY` | `always`, `on-success` or `never`; `always` |
+/// | [`reuse`](Self::reuse) | `K3S_HARNESS_REUSE` | `1`/`0`, off |
 ///
 /// Where the harness runs is set apart from what it boots: [`limactl`](Self::limactl),
 /// [`lima_home`](Self::lima_home) and [`state_dir`](Self::state_dir) default to `LIMACTL`,
@@ -62,6 +64,8 @@ pub struct ClusterSpec {
     pub(crate) ready_timeout: Duration,
     pub(crate) import_timeout: Duration,
     pub(crate) allow_latest_images: bool,
+    pub(crate) destroy_policy: DestroyPolicy,
+    pub(crate) reuse: bool,
     pub(crate) limactl: Option<PathBuf>,
     pub(crate) lima_home: Option<PathBuf>,
     pub(crate) state_dir: Option<PathBuf>,
@@ -82,6 +86,8 @@ impl Default for ClusterSpec {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             import_timeout: DEFAULT_IMPORT_TIMEOUT,
             allow_latest_images: false,
+            destroy_policy: DestroyPolicy::Always,
+            reuse: false,
             limactl: None,
             lima_home: None,
             state_dir: None,
@@ -166,6 +172,24 @@ impl ClusterSpec {
         self
     }
 
+    /// Sets what happens to a [`Cluster::shared`](crate::Cluster::shared) VM when its test run
+    /// ends.
+    pub fn destroy_policy(mut self, policy: DestroyPolicy) -> Self {
+        self.destroy_policy = policy;
+        self
+    }
+
+    /// Keeps the shared VM across test runs, keyed by the spec's fingerprint alone, for fast
+    /// local iteration.
+    ///
+    /// A later run with the same fingerprint attaches without `limactl start`; a changed spec
+    /// gets a different VM and never attaches to a stale one. Reused VMs are never destroyed by
+    /// the harness: delete one with `k3s-harness down NAME`.
+    pub fn reuse(mut self, reuse: bool) -> Self {
+        self.reuse = reuse;
+        self
+    }
+
     /// Runs this `limactl` binary instead of `LIMACTL` or `limactl` on `PATH`.
     pub fn limactl(mut self, program: impl Into<PathBuf>) -> Self {
         self.limactl = Some(program.into());
@@ -236,6 +260,14 @@ impl ClusterSpec {
         }
         if let Some(value) = get("K3S_HARNESS_ALLOW_LATEST") {
             self.allow_latest_images = parse_bool("K3S_HARNESS_ALLOW_LATEST", &value)?;
+        }
+        if let Some(value) = get("K3S_HARNESS_DESTROY") {
+            self.destroy_policy = value
+                .parse()
+                .map_err(|reason: String| invalid("K3S_HARNESS_DESTROY", &value, &reason))?;
+        }
+        if let Some(value) = get("K3S_HARNESS_REUSE") {
+            self.reuse = parse_bool("K3S_HARNESS_REUSE", &value)?;
         }
 
         self.validate()?;
@@ -341,6 +373,43 @@ impl ClusterSpec {
     }
 }
 
+/// What happens to a shared cluster's VM when its test run ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestroyPolicy {
+    /// Delete the VM.
+    #[default]
+    Always,
+    /// Delete the VM unless a test of the run failed; a kept VM can be inspected with
+    /// `limactl shell NAME` and deleted with `k3s-harness down NAME`.
+    OnSuccess,
+    /// Keep the VM.
+    Never,
+}
+
+impl std::str::FromStr for DestroyPolicy {
+    type Err = String;
+
+    fn from_str(value: &str) -> std::result::Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "always" => Ok(DestroyPolicy::Always),
+            "on-success" | "on_success" | "onsuccess" => Ok(DestroyPolicy::OnSuccess),
+            "never" => Ok(DestroyPolicy::Never),
+            _ => Err("expected always, on-success or never".to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for DestroyPolicy {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            DestroyPolicy::Always => "always",
+            DestroyPolicy::OnSuccess => "on-success",
+            DestroyPolicy::Never => "never",
+        })
+    }
+}
+
 fn invalid(name: &str, value: &str, reason: &str) -> Error {
     Error::InvalidConfig {
         name: name.to_owned(),
@@ -408,8 +477,13 @@ mod tests {
                 ("K3S_HARNESS_K3S_VERSION", "v1.33.4+k3s1"),
                 ("K3S_HARNESS_START_TIMEOUT", "15m"),
                 ("K3S_HARNESS_ALLOW_LATEST", "true"),
+                ("K3S_HARNESS_DESTROY", "on-success"),
+                ("K3S_HARNESS_REUSE", "1"),
             ]))
             .unwrap();
+
+        assert_eq!(spec.destroy_policy, DestroyPolicy::OnSuccess);
+        assert!(spec.reuse);
 
         assert_eq!(spec.cpus, Some(6));
         assert_eq!(spec.memory_mib, Some(2048));
@@ -453,6 +527,17 @@ mod tests {
         for spec in cases {
             assert!(spec.validate().is_err(), "{spec:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn unknown_destroy_policy_is_rejected() {
+        let error = ClusterSpec::default()
+            .with_overrides_from(overrides(&[("K3S_HARNESS_DESTROY", "sometimes")]))
+            .unwrap_err()
+            .to_string();
+
+        assert!(error.contains("sometimes"), "{error}");
+        assert!(error.contains("on-success"), "{error}");
     }
 
     #[test]

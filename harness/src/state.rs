@@ -1,24 +1,44 @@
 //! Where the harness keeps per-instance files on the host.
 //!
-//! `<state dir>/<instance>/` holds the rewritten kubeconfig (`kubeconfig.yaml`, mode 0600) and
-//! `cluster.json`, which lets another process (the `k3s-harness` CLI) find a cluster by
-//! instance name. The state dir is `K3S_HARNESS_STATE_DIR`, else `$XDG_STATE_HOME/k3s-harness`,
+//! `<state dir>/<instance>/` contains the rewritten kubeconfig (`kubeconfig.yaml`, mode 0600),
+//! `cluster.json` (the [`ClusterRecord`], which lets other processes find and attach to the
+//! cluster), `lock` (held exclusively while a process boots or inspects the instance), `lease`
+//! (held shared by every process attached to a run's cluster), `booting` (the pid of the process
+//! that is booting), `failed` (present once a test of the run has failed) and `reaper.log`. The state dir is `K3S_HARNESS_STATE_DIR`, else `$XDG_STATE_HOME/k3s-harness`,
 //! else `~/.local/state/k3s-harness`; it is created with mode 0700 because kubeconfigs carry
 //! client keys.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use lima_provisioner::{Limactl, Provisioner};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::run::ProcessId;
+use crate::spec::DestroyPolicy;
 
 /// Name of the rewritten kubeconfig inside an instance's state directory.
 const KUBECONFIG_FILE: &str = "kubeconfig.yaml";
 
 /// Name of the record of a started cluster inside an instance's state directory.
 const RECORD_FILE: &str = "cluster.json";
+
+/// Name of the file locked exclusively while a process boots or inspects the instance.
+pub(crate) const LOCK_FILE: &str = "lock";
+
+/// Name of the file that every attached process holds a shared lock on.
+pub(crate) const LEASE_FILE: &str = "lease";
+
+/// Name of the file holding the pid of the process that is booting the instance.
+pub(crate) const BOOTING_FILE: &str = "booting";
+
+/// Name of the marker written when a test of the run fails.
+pub(crate) const FAILED_FILE: &str = "failed";
+
+/// Name of the reaper's log.
+pub(crate) const REAPER_LOG_FILE: &str = "reaper.log";
 
 /// The root of the harness's state on this host.
 #[derive(Clone, Debug)]
@@ -89,6 +109,43 @@ impl StateDir {
             .map_err(|error| Error::io("write the cluster record", path, error))
     }
 
+    /// Reads the record of instance `instance`, or `None` when there is none.
+    pub(crate) fn read_record_opt(&self, instance: &str) -> Result<Option<ClusterRecord>> {
+        match self.read_record(instance) {
+            Ok(record) => Ok(Some(record)),
+            Err(Error::UnknownInstance { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Removes the record (and the kubeconfig) but keeps the directory and its lock file, so
+    /// processes waiting on the lock keep waiting on the same file.
+    pub(crate) fn remove_record(&self, instance: &str) -> Result<()> {
+        for file in [RECORD_FILE, KUBECONFIG_FILE, FAILED_FILE, BOOTING_FILE] {
+            let path = self.instance_dir(instance).join(file);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io("remove", path, error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the instance directories under the root; an absent root has none.
+    pub(crate) fn instance_names(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.path().is_dir())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Reads the record of instance `instance`.
     pub(crate) fn read_record(&self, instance: &str) -> Result<ClusterRecord> {
         let path = self.instance_dir(instance).join(RECORD_FILE);
@@ -112,15 +169,52 @@ impl StateDir {
     }
 }
 
-/// What the harness remembers about a cluster it started.
+/// The harness's record of a cluster it started: enough for another process to attach to it,
+/// and for the reaper and `k3s-harness gc` to decide when to delete it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ClusterRecord {
     pub(crate) instance: String,
+    pub(crate) limactl: PathBuf,
     pub(crate) lima_home: PathBuf,
+    /// Extra variables for every limactl call, as the spec set them.
+    #[serde(default)]
+    pub(crate) limactl_env: Vec<(String, String)>,
     pub(crate) api_port: u16,
     pub(crate) kubeconfig: PathBuf,
     pub(crate) fingerprint: String,
-    pub(crate) owner_pid: u32,
+    pub(crate) platform: String,
+    /// The process whose exit ends the run; the cluster may be deleted once it is gone.
+    pub(crate) owner: ProcessId,
+    /// The test run that shares the cluster, for clusters from `Cluster::shared`.
+    pub(crate) run_key: Option<String>,
+    pub(crate) destroy_policy: DestroyPolicy,
+    pub(crate) reuse: bool,
+    /// Set when the cluster outlives its run on purpose (destroy policy or `k3s-harness up`),
+    /// so neither the reaper nor `k3s-harness gc` deletes it.
+    pub(crate) kept: bool,
+}
+
+impl ClusterRecord {
+    /// Builds the provisioner that reaches this cluster's instance.
+    pub(crate) fn provisioner(&self) -> Provisioner {
+        let mut limactl = Limactl::new(&self.limactl).with_lima_home(&self.lima_home);
+        for (key, value) in &self.limactl_env {
+            limactl = limactl.with_env(key, value);
+        }
+        Provisioner::new(limactl)
+    }
+}
+
+/// Opens (creating it if needed) a lock file in an instance's state directory.
+pub(crate) fn open_lock_file(path: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|error| Error::io("open the lock file", path, error))
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
@@ -170,11 +264,18 @@ mod tests {
         state.create_instance_dir("k3sh-a").unwrap();
         let record = ClusterRecord {
             instance: "k3sh-a".to_owned(),
+            limactl: "limactl".into(),
             lima_home: "/lima".into(),
+            limactl_env: Vec::new(),
             api_port: 16443,
             kubeconfig: state.kubeconfig_path("k3sh-a"),
             fingerprint: "0011aabb".to_owned(),
-            owner_pid: 42,
+            platform: "linux/amd64".to_owned(),
+            owner: ProcessId::current(),
+            run_key: None,
+            destroy_policy: DestroyPolicy::Always,
+            reuse: false,
+            kept: false,
         };
 
         state.write_record(&record).unwrap();

@@ -1,0 +1,292 @@
+//! One cluster per test run, shared by every process of the run.
+//!
+//! cargo-nextest runs each test in its own process, so a `static` alone would boot one VM per
+//! test. Processes of one run instead meet in the instance's state directory:
+//!
+//! 1. The instance name derives from the spec's fingerprint and the run's key, so every process
+//!    of a run computes the same name without talking to the others.
+//! 2. The `lock` file is held exclusively while a process boots or inspects the instance. The
+//!    first process boots and writes `cluster.json`; the others wait, then attach by reading it.
+//!    A booting process that dies releases the lock with its death and leaves no record, so the
+//!    next process deletes the half-booted VM and boots again.
+//! 3. Every attached process holds a shared lock on `lease` until it exits.
+//! 4. The booting process starts a detached reaper that deletes the VM once the run's owner
+//!    process is gone and no lease is held. The kernel releases locks when a process dies, so
+//!    this holds after SIGKILL of the runner, of a test, or of both.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use lima_provisioner::{InstanceName, InstanceStatus, Provisioner};
+use tokio::sync::OnceCell;
+
+use crate::cluster::{BootOwner, Cluster, blocking, limactl_for, state_dir_for};
+use crate::error::{Error, Result};
+use crate::run::Run;
+use crate::spec::{ClusterSpec, DestroyPolicy};
+use crate::state::{self, StateDir};
+use crate::{gc, reaper};
+
+/// Variable naming an instance that a nextest setup script booted for the run.
+pub const INSTANCE_ENV: &str = "K3S_HARNESS_INSTANCE";
+
+/// Variable naming that instance's kubeconfig, exported beside [`INSTANCE_ENV`].
+pub const KUBECONFIG_ENV: &str = "K3S_HARNESS_KUBECONFIG";
+
+/// The shared clusters of this process, one per spec fingerprint.
+static CLUSTERS: OnceLock<Mutex<HashMap<String, &'static OnceCell<Cluster>>>> = OnceLock::new();
+
+/// What this process holds on the shared clusters it attached to.
+static ATTACHMENTS: Mutex<Vec<Attachment>> = Mutex::new(Vec::new());
+
+/// One attachment: the lease keeps the VM alive while this process runs.
+struct Attachment {
+    dir: PathBuf,
+    lease: Option<File>,
+    policy: DestroyPolicy,
+    instance: String,
+    kubeconfig: PathBuf,
+    owned_by_this_process: bool,
+}
+
+/// See [`Cluster::shared`].
+pub(crate) async fn shared(spec: ClusterSpec) -> Result<&'static Cluster> {
+    let spec = spec.with_env_overrides()?;
+    let cell = {
+        let mut clusters = CLUSTERS
+            .get_or_init(Default::default)
+            .lock()
+            .expect("the shared cluster table is never poisoned");
+        *clusters
+            .entry(spec.fingerprint())
+            .or_insert_with(|| Box::leak(Box::new(OnceCell::new())))
+    };
+    cell.get_or_try_init(|| acquire(spec)).await
+}
+
+/// Attaches to the run's cluster for `spec`, booting it if this process is the first.
+async fn acquire(spec: ClusterSpec) -> Result<Cluster> {
+    let provisioner = Provisioner::new(limactl_for(&spec)?);
+    let state = state_dir_for(&spec)?;
+    let from_setup_script = std::env::var(INSTANCE_ENV)
+        .ok()
+        .filter(|name| !name.is_empty());
+    let run = Run::detect();
+
+    let name = match &from_setup_script {
+        Some(name) => name.clone(),
+        None => instance_name(&spec, &run),
+    };
+    let name = InstanceName::new(name, provisioner.limactl().lima_home())?;
+
+    {
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || gc::sweep(&state)).await;
+    }
+
+    let dir = state.create_instance_dir(name.as_str())?;
+    let lock = lock_exclusive(dir.join(state::LOCK_FILE)).await?;
+
+    let record = state.read_record_opt(name.as_str())?;
+    let cluster = match record {
+        Some(record) => {
+            if record.fingerprint != spec.fingerprint() {
+                return Err(stale_fingerprint(&name, &record.fingerprint, &spec));
+            }
+            let running = {
+                let provisioner = &provisioner;
+                let name = &name;
+                blocking(move || provisioner.limactl().instance(name)).await?
+            }
+            .is_some_and(|instance| instance.status == Some(InstanceStatus::Running));
+            if running {
+                tracing::debug!(instance = %name, "attaching to the run's cluster");
+                Cluster::from_record(&record, spec, provisioner, state.clone(), name)
+            } else if from_setup_script.is_some() {
+                return Err(Error::InvalidConfig {
+                    name: INSTANCE_ENV.to_owned(),
+                    value: name.to_string(),
+                    reason: "the instance the setup script booted is no longer running".to_owned(),
+                });
+            } else {
+                tracing::warn!(instance = %name, "the recorded cluster is not running; booting it again");
+                remove_leftover(&provisioner, &state, &name).await?;
+                boot(spec, name, provisioner, &state, &run, &dir).await?
+            }
+        }
+        None if from_setup_script.is_some() => {
+            return Err(Error::UnknownInstance {
+                instance: name.to_string(),
+                state_dir: state.instance_dir(""),
+            });
+        }
+        None => {
+            remove_leftover(&provisioner, &state, &name).await?;
+            boot(spec, name, provisioner, &state, &run, &dir).await?
+        }
+    };
+
+    attach(&cluster, &dir)?;
+    drop(lock);
+    Ok(cluster)
+}
+
+/// `k3sh-<fingerprint>-<run id>`, or `k3sh-<fingerprint>-reuse` for a VM kept across runs,
+/// unless the spec names the instance itself.
+fn instance_name(spec: &ClusterSpec, run: &Run) -> String {
+    if let Some(name) = &spec.instance_name {
+        name.clone()
+    } else if spec.reuse {
+        format!("{}{}-reuse", crate::INSTANCE_PREFIX, spec.fingerprint())
+    } else {
+        format!(
+            "{}{}-{}",
+            crate::INSTANCE_PREFIX,
+            spec.fingerprint(),
+            run.short_id()
+        )
+    }
+}
+
+fn stale_fingerprint(name: &InstanceName, recorded: &str, spec: &ClusterSpec) -> Error {
+    Error::InvalidConfig {
+        name: "ClusterSpec".to_owned(),
+        value: spec.fingerprint(),
+        reason: format!(
+            "instance `{name}` was booted from a spec with fingerprint {recorded}, so it is not \
+             the cluster this spec describes; delete it with `k3s-harness down {name}` or pass \
+             the spec it was booted from"
+        ),
+    }
+}
+
+/// Deletes an instance that has no usable record: a process that was booting it died.
+async fn remove_leftover(
+    provisioner: &Provisioner,
+    state: &StateDir,
+    name: &InstanceName,
+) -> Result<()> {
+    let exists = blocking(|| provisioner.exists(name)).await?;
+    if exists {
+        tracing::warn!(instance = %name, "deleting a half-booted instance left by a process that died while booting it");
+        blocking(|| provisioner.destroy(name)).await?;
+    }
+    state.remove_record(name.as_str())
+}
+
+/// Boots the run's cluster while holding the instance lock, then starts its reaper.
+async fn boot(
+    spec: ClusterSpec,
+    name: InstanceName,
+    provisioner: Provisioner,
+    state: &StateDir,
+    run: &Run,
+    dir: &Path,
+) -> Result<Cluster> {
+    let booting = dir.join(state::BOOTING_FILE);
+    std::fs::write(&booting, std::process::id().to_string())
+        .map_err(|error| Error::io("write", &booting, error))?;
+
+    let reuse = spec.reuse;
+    let owner = BootOwner {
+        owner: run.owner,
+        run_key: Some(run.key.clone()),
+    };
+    let booted = Cluster::boot(spec, name, provisioner, state.clone(), owner).await;
+    let _ = std::fs::remove_file(&booting);
+    let cluster = booted?;
+
+    if !reuse {
+        reaper::spawn(dir)?;
+    }
+    Ok(cluster)
+}
+
+/// Takes this process's lease on the cluster and remembers it for the exit and panic hooks.
+fn attach(cluster: &Cluster, dir: &Path) -> Result<()> {
+    let lease_path = dir.join(state::LEASE_FILE);
+    let lease = state::open_lock_file(&lease_path)?;
+    lease
+        .lock_shared()
+        .map_err(|error| Error::io("take a shared lock on", &lease_path, error))?;
+
+    let record = cluster.state_dir().read_record(cluster.name())?;
+    ATTACHMENTS
+        .lock()
+        .expect("the attachment list is never poisoned")
+        .push(Attachment {
+            dir: dir.to_owned(),
+            lease: Some(lease),
+            policy: record.destroy_policy,
+            instance: cluster.name().to_owned(),
+            kubeconfig: cluster.kubeconfig_path().to_owned(),
+            owned_by_this_process: record.owner == crate::run::ProcessId::current(),
+        });
+    install_panic_hook();
+    Ok(())
+}
+
+/// Opens `path` and waits for an exclusive lock on it, off the async runtime.
+async fn lock_exclusive(path: PathBuf) -> Result<File> {
+    tokio::task::spawn_blocking(move || {
+        let file = state::open_lock_file(&path)?;
+        file.lock()
+            .map_err(|error| Error::io("take an exclusive lock on", &path, error))?;
+        Ok(file)
+    })
+    .await
+    .expect("taking a file lock does not panic")
+}
+
+/// Marks every attached cluster's run as failed when a test panics, and prints how to reach a
+/// VM that the destroy policy will keep.
+///
+/// NOTE: a panic caught with `catch_unwind` (a `#[should_panic]` test, for one) also marks the
+/// run as failed.
+fn install_panic_hook() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let Ok(attachments) = ATTACHMENTS.lock() else {
+                return;
+            };
+            for attachment in attachments.iter() {
+                let _ = std::fs::write(attachment.dir.join(state::FAILED_FILE), b"");
+                if attachment.policy != DestroyPolicy::Always {
+                    eprintln!("{}", keep_hint(attachment));
+                }
+            }
+        }));
+    });
+}
+
+/// The message that tells a developer how to inspect a kept VM.
+fn keep_hint(attachment: &Attachment) -> String {
+    let name = &attachment.instance;
+    format!(
+        "k3s-harness: a test failed; instance `{name}` is kept after the run (destroy policy \
+         {policy}). Inspect it with `limactl shell {name}` or `KUBECONFIG={kubeconfig} kubectl \
+         get pods -A`, and delete it with `k3s-harness down {name}`.",
+        policy = attachment.policy,
+        kubeconfig = attachment.kubeconfig.display(),
+    )
+}
+
+/// Releases this process's leases at exit, and ends the run of a cluster this process owns
+/// (a test binary run on its own) at once instead of leaving it to the reaper.
+#[dtor::dtor(unsafe)]
+fn release_attachments() {
+    let Ok(mut attachments) = ATTACHMENTS.lock() else {
+        return;
+    };
+    for attachment in attachments.iter_mut() {
+        drop(attachment.lease.take());
+        if attachment.owned_by_this_process {
+            reaper::end_run(&attachment.dir);
+        }
+    }
+}
