@@ -1,7 +1,7 @@
 //! The `k3s-harness` command line.
 //!
 //! Exit status: 0 on success, 1 when the operation failed (the error is printed on stderr),
-//! 2 for invalid arguments.
+//! 2 for invalid arguments or configuration, 130 when `up` was interrupted (its VM is deleted).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,33 +52,36 @@ struct UpArgs {
 
 #[derive(Debug, clap::Args)]
 struct SpecArgs {
-    /// Lima instance name [default: k3sh-<spec fingerprint>-<random>]
+    /// Lima instance name [default: `k3sh-FINGERPRINT-RANDOM`] [env: K3S_HARNESS_INSTANCE]
     #[arg(long)]
     name: Option<String>,
-    /// Lima template locator
-    #[arg(long, default_value = crate::spec::DEFAULT_TEMPLATE)]
-    template: String,
-    /// Virtual CPUs [default: Lima's, 4]
+    /// Lima template locator [default: template:k3s] [env: K3S_HARNESS_TEMPLATE]
+    #[arg(long)]
+    template: Option<String>,
+    /// Virtual CPUs [default: Lima's, 4] [env: K3S_HARNESS_CPUS]
     #[arg(long)]
     cpus: Option<u32>,
-    /// Memory in MiB [default: Lima's, 4096]
+    /// Memory in MiB [default: Lima's, 4096] [env: K3S_HARNESS_MEMORY_MIB]
     #[arg(long, value_name = "MIB")]
     memory_mib: Option<u64>,
-    /// Disk size in GiB [default: Lima's, 100]
+    /// Disk size in GiB [default: Lima's, 100] [env: K3S_HARNESS_DISK_GIB]
     #[arg(long, value_name = "GIB")]
     disk_gib: Option<u64>,
     /// k3s release to install, such as v1.33.4+k3s1 [default: the installer's stable channel]
+    /// [env: K3S_HARNESS_K3S_VERSION]
     #[arg(long)]
     k3s_version: Option<String>,
-    /// Host port forwarded to the API server [default: a free port]
+    /// Host port forwarded to the API server [default: a free port] [env: K3S_HARNESS_API_PORT]
     #[arg(long)]
     api_port: Option<u16>,
-    /// Bound on `limactl start`: seconds, or a number with s, m or h
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration_arg)]
-    start_timeout: Duration,
+    /// Bound on `limactl start`: seconds, or a number with s, m or h [default: 10m]
+    /// [env: K3S_HARNESS_START_TIMEOUT]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    start_timeout: Option<Duration>,
     /// Bound on the readiness wait after start: seconds, or a number with s, m or h
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration_arg)]
-    ready_timeout: Duration,
+    /// [default: 5m] [env: K3S_HARNESS_READY_TIMEOUT]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    ready_timeout: Option<Duration>,
 }
 
 fn duration_arg(value: &str) -> std::result::Result<Duration, String> {
@@ -88,11 +91,17 @@ fn duration_arg(value: &str) -> std::result::Result<Duration, String> {
 /// Runs the command line and returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // kube's client logs every refused connection at ERROR while the harness waits for the API
+    // server, which is expected during a boot, so it stays quiet unless K3S_HARNESS_LOG asks.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("K3S_HARNESS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("K3S_HARNESS_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
+                    "warn,k3s_harness=info,lima_provisioner=info,kube_client=off",
+                )
+            }),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 
@@ -110,9 +119,24 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            exit_code_for(&error)
         }
     }
+}
+
+/// 2 for configuration the user can fix by changing arguments or variables, 1 otherwise.
+fn exit_code_for(error: &Error) -> ExitCode {
+    match error {
+        Error::InvalidConfig { .. }
+        | Error::Lima(lima_provisioner::Error::InvalidInstanceName { .. }) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Prints `key=value` on stdout; a closed stdout (`k3s-harness up | true`) is not an error.
+fn print_value(key: &str, value: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{key}={value}");
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -130,17 +154,53 @@ async fn run(command: Command) -> Result<()> {
 }
 
 async fn up(args: UpArgs) -> Result<()> {
-    let cluster = Cluster::start(args.spec.into_spec()).await?;
-    println!("instance={}", cluster.name());
-    println!("kubeconfig={}", cluster.kubeconfig_path().display());
+    let mut spec = args.spec.into_spec()?;
+    let name = match &spec.instance_name {
+        Some(name) => name.clone(),
+        None => crate::cluster::generate_instance_name(&spec),
+    };
+    spec = spec.instance_name(name.clone());
+
+    // Lima's host agent outlives an interrupted `limactl start`, so Ctrl-C must delete the VM
+    // that is booting. Only this command handles signals; test processes never do.
+    let cluster = tokio::select! {
+        started = Cluster::start(spec.clone()) => started?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("k3s-harness: interrupted; deleting instance `{name}`");
+            delete_interrupted(&spec, &name);
+            std::process::exit(130);
+        }
+    };
+
+    print_value("instance", cluster.name());
+    print_value(
+        "kubeconfig",
+        &cluster.kubeconfig_path().display().to_string(),
+    );
+    let home = cluster.lima_home_prefix();
     eprintln!(
         "The cluster keeps running. Use it with `KUBECONFIG={} kubectl get nodes`, open a shell \
-         with `limactl shell {}`, and delete it with `k3s-harness down {}`.",
+         with `{home}limactl shell {}`, and delete it with `k3s-harness down {}`.",
         cluster.kubeconfig_path().display(),
         cluster.name(),
         cluster.name()
     );
     cluster.detach()
+}
+
+/// Deletes the instance an interrupted `up` was booting, and the harness's files for it.
+fn delete_interrupted(spec: &ClusterSpec, name: &str) {
+    let deleted = crate::cluster::limactl_for(spec).and_then(|limactl| {
+        let instance = InstanceName::new(name, limactl.lima_home())?;
+        lima_provisioner::Provisioner::new(limactl).destroy(&instance)?;
+        Ok(())
+    });
+    if let Err(error) = deleted {
+        eprintln!("error: failed to delete instance `{name}`: {error}");
+    }
+    if let Ok(state) = crate::cluster::state_dir_for(spec) {
+        let _ = state.remove_instance_dir(name);
+    }
 }
 
 /// Boots (or attaches to) the run's shared cluster and exports it to the run's tests.
@@ -155,7 +215,7 @@ async fn nextest_setup(args: SpecArgs) -> Result<()> {
         });
     };
 
-    let cluster = Cluster::shared(args.into_spec()).await?;
+    let cluster = Cluster::shared(args.into_spec()?).await?;
     let lines = [
         (INSTANCE_ENV, cluster.name().to_owned()),
         (
@@ -223,12 +283,20 @@ fn gc() -> Result<()> {
 }
 
 impl SpecArgs {
-    fn into_spec(self) -> ClusterSpec {
+    /// Builds the spec: the `K3S_HARNESS_*` variables first, then the flags, so a flag given on
+    /// the command line wins over a variable.
+    fn into_spec(self) -> Result<ClusterSpec> {
         let args = self;
-        let mut spec = ClusterSpec::default()
-            .template(args.template)
-            .start_timeout(args.start_timeout)
-            .ready_timeout(args.ready_timeout);
+        let mut spec = ClusterSpec::default().with_env_overrides()?;
+        if let Some(template) = args.template {
+            spec = spec.template(template);
+        }
+        if let Some(timeout) = args.start_timeout {
+            spec = spec.start_timeout(timeout);
+        }
+        if let Some(timeout) = args.ready_timeout {
+            spec = spec.ready_timeout(timeout);
+        }
         if let Some(name) = args.name {
             spec = spec.instance_name(name);
         }
@@ -247,7 +315,8 @@ impl SpecArgs {
         if let Some(port) = args.api_port {
             spec = spec.api_port(port);
         }
-        spec
+        spec.validate()?;
+        Ok(spec)
     }
 }
 

@@ -1,9 +1,7 @@
 //! [`Cluster`]: one k3s VM booted through limactl, and its lifetime.
 
-use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use lima_provisioner::{
@@ -11,6 +9,7 @@ use lima_provisioner::{
 };
 use tokio::time::Instant;
 
+use crate::converge::{self, ConvergeError, ConvergeOptions, ConvergeReport};
 use crate::error::{Error, Result};
 use crate::namespace::TestNamespace;
 use crate::run::ProcessId;
@@ -42,7 +41,6 @@ pub struct Cluster {
     api_port: u16,
     platform: &'static str,
     spec: ClusterSpec,
-    imported: Mutex<HashSet<String>>,
     destroy_on_drop: bool,
 }
 
@@ -66,12 +64,18 @@ impl Cluster {
             owner: ProcessId::current(),
             run_key: None,
         };
+        // A state directory that already exists belongs to another cluster of the same name,
+        // which a failed start must leave alone.
+        let state_existed = state.instance_dir(name.as_str()).exists();
         match Cluster::boot(spec, name.clone(), provisioner, state.clone(), owner).await {
             Ok(mut cluster) => {
                 cluster.destroy_on_drop = true;
                 Ok(cluster)
             }
             Err(error) => {
+                if state_existed {
+                    return Err(error);
+                }
                 if let Err(cleanup) = state.remove_instance_dir(name.as_str()) {
                     tracing::error!(instance = %name, error = %cleanup, "failed to remove the state directory");
                 }
@@ -110,7 +114,6 @@ impl Cluster {
             api_port,
             platform: "linux/amd64",
             spec,
-            imported: Mutex::new(HashSet::new()),
             destroy_on_drop: false,
         };
 
@@ -119,14 +122,24 @@ impl Cluster {
             let provisioner = &cluster.provisioner;
             blocking(move || provisioner.limactl().create_and_start(&lima_spec)).await
         };
-        if let Err(source) = boot {
-            let log_tail = diagnostics::serial_log_tail(&cluster.instance_dir());
-            cluster.delete_vm_quietly().await;
-            return Err(Error::StartFailed {
-                instance: cluster.name.to_string(),
-                source: Box::new(source),
-                log_tail,
-            });
+        match boot {
+            Ok(()) => {}
+            // Lima ran and left a VM behind (or may have): delete it, then report with the logs.
+            Err(
+                source @ (lima_provisioner::Error::StartFailed { .. }
+                | lima_provisioner::Error::TimedOut(_)),
+            ) if leaves_vm_behind(&source) => {
+                let log_tail = diagnostics::serial_log_tail(&cluster.instance_dir());
+                cluster.delete_vm_quietly().await;
+                return Err(Error::StartFailed {
+                    instance: cluster.name.to_string(),
+                    source: Box::new(source),
+                    log_tail,
+                });
+            }
+            // Everything else (a preflight check, a name another process took meanwhile) left
+            // no VM of ours, so nothing is deleted: an existing instance belongs to someone else.
+            Err(source) => return Err(source.into()),
         }
 
         let finished = cluster.finish_start().await;
@@ -163,7 +176,6 @@ impl Cluster {
             api_port: record.api_port,
             platform: known_platform(&record.platform),
             spec,
-            imported: Mutex::new(HashSet::new()),
             destroy_on_drop: false,
         }
     }
@@ -344,6 +356,51 @@ impl Cluster {
         image::import::import(self, archive.as_ref()).await
     }
 
+    /// Streams an image from the host's container engine into the guest's k3s containerd and
+    /// verifies it, without a temporary file: `docker save`, else `podman save`, else
+    /// `nerdctl save`, whichever is on `PATH` first (the spec or `K3S_HARNESS_IMAGE_TOOL` can name another).
+    ///
+    /// Returns the normalised reference. `:latest` and untagged references are rejected unless
+    /// [`ClusterSpec::allow_latest_images`] is set, because Kubernetes would pull them again.
+    pub async fn import_docker_image(&self, reference: &str) -> Result<String> {
+        image::import::import_from_engine(self, reference).await
+    }
+
+    /// Runs a Jetpack playbook against the VM over SSH with default [`ConvergeOptions`].
+    ///
+    /// See [`converge_with`](Self::converge_with).
+    pub async fn converge(
+        &self,
+        playbook: impl AsRef<Path>,
+    ) -> Result<ConvergeReport, ConvergeError> {
+        converge::converge(self, playbook.as_ref(), &ConvergeOptions::default()).await
+    }
+
+    /// Runs a Jetpack playbook against the VM over SSH: `jetp ssh --playbook P --inventory I`.
+    ///
+    /// The inventory has one host, `127.0.0.1`, in the group `k3s`, with Lima's forwarded SSH
+    /// port, guest user and key as `jet_ssh_*` variables. The binary is `JETP` (a path), else `jetpack` or
+    /// `jetp` on `PATH`. Each output line is logged at INFO as it arrives. A non-zero exit, a
+    /// failure marker in the output or the timeout is an error carrying the command and the
+    /// output's last lines.
+    pub async fn converge_with(
+        &self,
+        playbook: impl AsRef<Path>,
+        options: &ConvergeOptions,
+    ) -> Result<ConvergeReport, ConvergeError> {
+        converge::converge(self, playbook.as_ref(), options).await
+    }
+
+    /// Converges the playbook again and fails if that changed anything, as Molecule's
+    /// idempotence check does; call it after [`converge_with`](Self::converge_with).
+    pub async fn check_idempotent(
+        &self,
+        playbook: impl AsRef<Path>,
+        options: &ConvergeOptions,
+    ) -> Result<ConvergeReport, ConvergeError> {
+        converge::check_idempotent(self, playbook.as_ref(), options).await
+    }
+
     /// Deletes the VM and the harness's files for it, and reports any failure.
     pub async fn shutdown(mut self) -> Result<()> {
         self.destroy_on_drop = false;
@@ -365,6 +422,18 @@ impl Cluster {
         self.state.write_record(&record)
     }
 
+    /// `LIMA_HOME=<dir> ` when the instance lives outside Lima's default home, for hints that
+    /// show `limactl` commands.
+    pub(crate) fn lima_home_prefix(&self) -> String {
+        let home = self.provisioner.limactl().lima_home();
+        let default = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".lima"));
+        if default.as_deref() == Some(home) {
+            String::new()
+        } else {
+            format!("LIMA_HOME={} ", home.display())
+        }
+    }
+
     pub(crate) fn state_dir(&self) -> &StateDir {
         &self.state
     }
@@ -375,10 +444,6 @@ impl Cluster {
 
     pub(crate) fn instance_name(&self) -> &InstanceName {
         &self.name
-    }
-
-    pub(crate) fn imported_digests(&self) -> &Mutex<HashSet<String>> {
-        &self.imported
     }
 
     /// The instance's directory under `LIMA_HOME`.
@@ -444,6 +509,14 @@ pub(crate) fn state_dir_for(spec: &ClusterSpec) -> Result<StateDir> {
     }
 }
 
+/// Whether a failed `limactl start` may have left a VM of this call's making behind.
+fn leaves_vm_behind(error: &lima_provisioner::Error) -> bool {
+    match error {
+        lima_provisioner::Error::StartFailed { kind, .. } => kind.leaves_vm_behind(),
+        _ => true,
+    }
+}
+
 /// Returns the static spelling of a platform read back from a record; Lima's guests are
 /// `linux/amd64` unless the record says otherwise.
 fn known_platform(platform: &str) -> &'static str {
@@ -484,7 +557,21 @@ fn prepare(provisioner: &Provisioner, spec: &ClusterSpec, name: &InstanceName) -
     }
 
     let api_port = match spec.api_port {
-        Some(port) => port,
+        // Lima reports a failed host bind only as a warning in ha.stderr.log, and the kubeconfig
+        // would then reach whoever owns the port, so a taken port is rejected up front.
+        Some(port) => {
+            if let Err(error) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                return Err(Error::InvalidConfig {
+                    name: "api_port (K3S_HARNESS_API_PORT, --api-port)".to_owned(),
+                    value: port.to_string(),
+                    reason: format!(
+                        "127.0.0.1:{port} cannot be bound ({error}), so Lima could not forward \
+                         the API server there; pick a free port or leave it unset"
+                    ),
+                });
+            }
+            port
+        }
         None => lima_provisioner::pick_free_port().map_err(|error| {
             Error::io(
                 "pick a free host port for the API server",

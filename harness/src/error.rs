@@ -7,9 +7,10 @@ use crate::image::ImageError;
 
 /// A failure of the test fixture.
 ///
-/// `Display` gives complete sentences that name the value at fault and what to do about it, so a
-/// test can `.expect()` a fixture call and still get an actionable panic message.
-#[derive(Debug, thiserror::Error)]
+/// `Display` gives complete sentences that name the value at fault and what to do about it.
+/// `Debug` prints the same text, so a test that `.expect()`s a fixture call or returns
+/// `Result<(), Error>` still shows an actionable message instead of a struct dump.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A limactl operation failed; the provisioner's message carries the command and its stderr.
@@ -29,8 +30,8 @@ pub enum Error {
 
     /// `limactl start` failed; the instance was deleted afterwards.
     #[error(
-        "failed to start Lima instance `{instance}`; the harness has deleted the instance.\n\
-         {source}{log_tail}"
+        "failed to start Lima instance `{instance}`, and the harness has already deleted the \
+         half-started VM.\n{source}{log_tail}"
     )]
     StartFailed {
         /// The instance that failed to start.
@@ -116,6 +117,12 @@ pub enum Error {
         /// The state directory searched.
         state_dir: PathBuf,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, formatter)
+    }
 }
 
 /// The harness's result type.

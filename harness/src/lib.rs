@@ -20,6 +20,7 @@
 //! and deletes the VM when the [`Cluster`] is dropped or shut down.
 
 mod cluster;
+mod converge;
 mod diagnostics;
 mod error;
 mod gc;
@@ -39,6 +40,10 @@ pub mod cli;
 pub mod testing;
 
 pub use cluster::{Cluster, INSTANCE_PREFIX};
+pub use converge::{
+    ConvergeError, ConvergeOptions, ConvergeReport, DEFAULT_CONVERGE_TIMEOUT, INVENTORY_GROUP,
+    JETP_ENV,
+};
 pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use image::ImageError;

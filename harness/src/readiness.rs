@@ -72,11 +72,27 @@ pub(crate) async fn wait_for_default_service_account(
     .await
 }
 
+/// What a readiness check observed when it did not pass.
+#[derive(Debug)]
+pub(crate) enum Seen {
+    /// Not ready yet; waiting may help.
+    Retry(String),
+    /// Waiting cannot help, so the wait stops at once with this observation.
+    Fatal(String),
+}
+
+impl From<String> for Seen {
+    fn from(text: String) -> Self {
+        Seen::Retry(text)
+    }
+}
+
 /// Calls `check` until it succeeds or `deadline` passes, backing off between calls.
 ///
-/// `check` returns `Err` with a description of what it observed. The last description goes into
-/// the timeout error, so the reader learns how far the cluster got.
-pub(crate) async fn poll<F, Fut>(
+/// `check` describes what it observed when it fails. The last description goes into the timeout
+/// error, so the reader learns how far the cluster got; a [`Seen::Fatal`] observation ends the
+/// wait at once.
+pub(crate) async fn poll<F, Fut, E>(
     instance: &str,
     what: &str,
     deadline: Instant,
@@ -85,41 +101,58 @@ pub(crate) async fn poll<F, Fut>(
 ) -> Result<()>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<(), String>>,
+    Fut: Future<Output = std::result::Result<(), E>>,
+    E: Into<Seen>,
 {
+    let timeout = |last: String| Error::Timeout {
+        instance: instance.to_owned(),
+        what: what.to_owned(),
+        waited: budget,
+        last,
+    };
     let mut interval = FIRST_POLL_INTERVAL;
+    let mut last: Option<String> = None;
     loop {
-        let last =
-            match tokio::time::timeout_at(deadline.min(Instant::now() + REQUEST_TIMEOUT), check())
-                .await
-            {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(seen)) => seen,
-                Err(_) => format!("a request took longer than {REQUEST_TIMEOUT:?}"),
-            };
+        let request_deadline = deadline.min(Instant::now() + REQUEST_TIMEOUT);
+        match tokio::time::timeout_at(request_deadline, check()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(seen)) => match seen.into() {
+                Seen::Retry(text) => last = Some(text),
+                Seen::Fatal(text) => {
+                    return Err(Error::Timeout {
+                        instance: instance.to_owned(),
+                        what: what.to_owned(),
+                        waited: Duration::ZERO,
+                        last: format!("{text}; waiting longer cannot help, so the wait stopped"),
+                    });
+                }
+            },
+            // A request cut short by the overall deadline says nothing new: keep what the
+            // previous attempt observed.
+            Err(_) if Instant::now() >= deadline && last.is_some() => {}
+            Err(_) => last = Some(format!("a request took longer than {REQUEST_TIMEOUT:?}")),
+        }
 
         let now = Instant::now();
         if now >= deadline {
-            return Err(Error::Timeout {
-                instance: instance.to_owned(),
-                what: what.to_owned(),
-                waited: budget,
-                last,
-            });
+            return Err(timeout(last.unwrap_or_default()));
         }
-        tracing::debug!(instance, what, last = %last, "not ready yet");
+        tracing::debug!(instance, what, last = ?last, "not ready yet");
         tokio::time::sleep(interval.min(deadline - now)).await;
+        if Instant::now() >= deadline {
+            return Err(timeout(last.unwrap_or_default()));
+        }
         interval = (interval * 2).min(MAX_POLL_INTERVAL);
     }
 }
 
-async fn api_server_ready(client: &Client) -> std::result::Result<(), String> {
+async fn api_server_ready(client: &Client) -> std::result::Result<(), Seen> {
     let request = http::Request::get("/readyz")
         .body(Vec::new())
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| Seen::Fatal(error.to_string()))?;
     match client.request_text(request).await {
         Ok(body) if body.trim() == "ok" => Ok(()),
-        Ok(body) => Err(format!("/readyz answered {:?}", body.trim())),
+        Ok(body) => Err(Seen::Retry(format!("/readyz answered {:?}", body.trim()))),
         Err(error) => Err(describe_connection_error(&error)),
     }
 }
@@ -189,10 +222,10 @@ fn pod_is_ready(pod: &Pod) -> bool {
         })
 }
 
-/// Describes a failed request. A certificate mismatch gets an explanation, because it means the
+/// Describes a failed request. A certificate that this instance's CA did not sign is fatal: the
 /// port is served by something other than this instance's k3s, typically another cluster that
-/// Lima forwarded to the same host port.
-fn describe_connection_error(error: &kube::Error) -> String {
+/// Lima forwarded to the same host port, and waiting does not change that.
+fn describe_connection_error(error: &kube::Error) -> Seen {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -200,13 +233,14 @@ fn describe_connection_error(error: &kube::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    if text.contains("certificate") || text.contains("UnknownIssuer") {
+    if text.contains("UnknownIssuer") || text.contains("certificate verify failed") {
         text.push_str(
             " (the API port answers with a certificate this instance's CA did not sign, so \
              another cluster or program owns the port)",
         );
+        return Seen::Fatal(text);
     }
-    text
+    Seen::Retry(text)
 }
 
 #[cfg(test)]
@@ -248,7 +282,7 @@ mod tests {
         let error = poll("k3sh-a", "the thing", deadline, budget, || {
             calls += 1;
             let seen = format!("attempt {calls}");
-            async move { Err(seen) }
+            async move { Err::<(), _>(seen) }
         })
         .await
         .unwrap_err();
@@ -258,6 +292,50 @@ mod tests {
         assert!(message.contains("k3sh-a"), "{message}");
         assert!(message.contains(&format!("attempt {calls}")), "{message}");
         assert!(calls >= 2, "polled {calls} times");
+    }
+
+    #[tokio::test]
+    async fn fatal_observation_stops_wait_at_once() {
+        let budget = Duration::from_secs(30);
+        let deadline = Instant::now() + budget;
+        let mut calls = 0;
+
+        let error = poll("k3sh-a", "the API server", deadline, budget, || {
+            calls += 1;
+            async { Err::<(), _>(Seen::Fatal("UnknownIssuer".to_owned())) }
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+
+        assert_eq!(calls, 1);
+        assert!(error.contains("UnknownIssuer"), "{error}");
+        assert!(error.contains("cannot help"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn slow_last_request_keeps_previous_observation() {
+        let budget = Duration::from_millis(300);
+        let deadline = Instant::now() + budget;
+        let mut calls = 0;
+
+        let error = poll("k3sh-a", "the API server", deadline, budget, || {
+            calls += 1;
+            let first = calls == 1;
+            async move {
+                if first {
+                    Err::<(), _>("connection refused".to_owned())
+                } else {
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+
+        assert!(error.contains("connection refused"), "{error}");
     }
 
     #[tokio::test]
@@ -273,7 +351,7 @@ mod tests {
                 if done {
                     Ok(())
                 } else {
-                    Err("not yet".to_owned())
+                    Err::<(), _>("not yet".to_owned())
                 }
             }
         })

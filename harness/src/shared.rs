@@ -278,15 +278,21 @@ fn keep_hint(attachment: &Attachment) -> String {
 
 /// Releases this process's leases at exit, and ends the run of a cluster this process owns
 /// (a test binary run on its own) at once instead of leaving it to the reaper.
+///
+/// The work runs on a fresh thread: after `main` returns, the main thread's thread-locals may
+/// already be gone, and a `tracing` subscriber that uses them would abort the process.
 #[dtor::dtor(unsafe)]
 fn release_attachments() {
-    let Ok(mut attachments) = ATTACHMENTS.lock() else {
-        return;
-    };
-    for attachment in attachments.iter_mut() {
-        drop(attachment.lease.take());
-        if attachment.owned_by_this_process {
-            reaper::end_run(&attachment.dir);
+    let worker = std::thread::spawn(|| {
+        let Ok(mut attachments) = ATTACHMENTS.lock() else {
+            return;
+        };
+        for attachment in attachments.iter_mut() {
+            drop(attachment.lease.take());
+            if attachment.owned_by_this_process {
+                reaper::end_run(&attachment.dir);
+            }
         }
-    }
+    });
+    let _ = worker.join();
 }

@@ -46,6 +46,7 @@ pub const DEFAULT_IMPORT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// | [`allow_latest_images`](Self::allow_latest_images) | `K3S_HARNESS_ALLOW_LATEST` | `1`/`0`, off |
 /// | [`destroy_policy`](Self::destroy_policy) | `K3S_HARNESS_DESTROY` | `always`, `on-success` or `never`; `always` |
 /// | [`reuse`](Self::reuse) | `K3S_HARNESS_REUSE` | `1`/`0`, off |
+/// | [`container_engine`](Self::container_engine) | `K3S_HARNESS_IMAGE_TOOL` | program for `save`, docker, podman or nerdctl from `PATH` |
 ///
 /// Where the harness runs is set apart from what it boots: [`limactl`](Self::limactl),
 /// [`lima_home`](Self::lima_home) and [`state_dir`](Self::state_dir) default to `LIMACTL`,
@@ -66,10 +67,14 @@ pub struct ClusterSpec {
     pub(crate) allow_latest_images: bool,
     pub(crate) destroy_policy: DestroyPolicy,
     pub(crate) reuse: bool,
+    pub(crate) container_engine: Option<PathBuf>,
     pub(crate) limactl: Option<PathBuf>,
     pub(crate) lima_home: Option<PathBuf>,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) limactl_env: Vec<(OsString, OsString)>,
+    /// Set once the `K3S_HARNESS_*` overrides were applied, so applying them again (as
+    /// `Cluster::start` does) cannot undo setters called afterwards.
+    pub(crate) env_applied: bool,
 }
 
 impl Default for ClusterSpec {
@@ -88,10 +93,12 @@ impl Default for ClusterSpec {
             allow_latest_images: false,
             destroy_policy: DestroyPolicy::Always,
             reuse: false,
+            container_engine: None,
             limactl: None,
             lima_home: None,
             state_dir: None,
             limactl_env: Vec::new(),
+            env_applied: false,
         }
     }
 }
@@ -190,6 +197,14 @@ impl ClusterSpec {
         self
     }
 
+    /// Saves images for [`Cluster::import_docker_image`](crate::Cluster::import_docker_image)
+    /// with this program (called as `PROGRAM save REFERENCE`) instead of docker, podman or
+    /// nerdctl from `PATH`.
+    pub fn container_engine(mut self, program: impl Into<PathBuf>) -> Self {
+        self.container_engine = Some(program.into());
+        self
+    }
+
     /// Runs this `limactl` binary instead of `LIMACTL` or `limactl` on `PATH`.
     pub fn limactl(mut self, program: impl Into<PathBuf>) -> Self {
         self.limactl = Some(program.into());
@@ -216,7 +231,14 @@ impl ClusterSpec {
     }
 
     /// Applies the `K3S_HARNESS_*` overrides from the process environment.
+    ///
+    /// [`Cluster::start`](crate::Cluster::start) and [`Cluster::shared`](crate::Cluster::shared)
+    /// call this themselves. It applies the variables once: setters called on the result win
+    /// over them, which is how the `k3s-harness` command lets its flags win.
     pub fn with_env_overrides(self) -> Result<Self> {
+        if self.env_applied {
+            return Ok(self);
+        }
         self.with_overrides_from(|name| std::env::var(name).ok())
     }
 
@@ -266,11 +288,15 @@ impl ClusterSpec {
                 .parse()
                 .map_err(|reason: String| invalid("K3S_HARNESS_DESTROY", &value, &reason))?;
         }
+        if let Some(value) = get("K3S_HARNESS_IMAGE_TOOL") {
+            self.container_engine = Some(PathBuf::from(value));
+        }
         if let Some(value) = get("K3S_HARNESS_REUSE") {
             self.reuse = parse_bool("K3S_HARNESS_REUSE", &value)?;
         }
 
         self.validate()?;
+        self.env_applied = true;
         Ok(self)
     }
 

@@ -72,6 +72,10 @@ impl StateDir {
         Ok(StateDir { root })
     }
 
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The directory of one instance (not created).
     pub(crate) fn instance_dir(&self, instance: &str) -> PathBuf {
         self.root.join(instance)
@@ -121,6 +125,12 @@ impl StateDir {
     /// Removes the record (and the kubeconfig) but keeps the directory and its lock file, so
     /// processes waiting on the lock keep waiting on the same file.
     pub(crate) fn remove_record(&self, instance: &str) -> Result<()> {
+        let imported = self.instance_dir(instance).join("imported");
+        match fs::remove_dir_all(&imported) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(Error::io("remove", imported, error)),
+        }
         for file in [RECORD_FILE, KUBECONFIG_FILE, FAILED_FILE, BOOTING_FILE] {
             let path = self.instance_dir(instance).join(file);
             match fs::remove_file(&path) {
@@ -249,7 +259,7 @@ mod tests {
 
         let dir = state.create_instance_dir("k3sh-a").unwrap();
 
-        for path in [state.root.as_path(), dir.as_path()] {
+        for path in [state.root(), dir.as_path()] {
             let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o700, "{}", path.display());
         }

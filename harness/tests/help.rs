@@ -15,5 +15,9 @@ fn up_help_states_units_and_defaults() {
     assert!(help.contains("Memory in MiB"), "{help}");
     assert!(help.contains("Disk size in GiB"), "{help}");
     assert!(help.contains("[default: 10m]"), "{help}");
+    assert!(
+        help.contains("K3S_HARNESS_CPUS"),
+        "the variables are named: {help}"
+    );
     assert!(help.contains("[default: template:k3s]"), "{help}");
 }

@@ -118,6 +118,10 @@ pub enum Component {
     Sudo,
     /// `kubectl`, an independent client for the fake API server.
     Kubectl,
+    /// A Jetpack binary (`JETP`, `jetpack` or `jetp` on `PATH`), for converge runs.
+    Jetp,
+    /// OpenSSH's `sshd`, which the fake `limactl` starts for each simulated guest.
+    Sshd,
 }
 
 impl Component {
@@ -126,6 +130,14 @@ impl Component {
             Component::Containerd => on_path("containerd") && on_path("ctr"),
             Component::Sudo => passwordless_sudo(),
             Component::Kubectl => on_path("kubectl"),
+            Component::Jetp => {
+                std::env::var_os("JETP").is_some_and(|path| Path::new(&path).is_file())
+                    || on_path("jetpack")
+                    || on_path("jetp")
+            }
+            Component::Sshd => ["/usr/sbin/sshd", "/usr/bin/sshd"]
+                .iter()
+                .any(|path| Path::new(path).is_file()),
         }
     }
 
@@ -134,6 +146,8 @@ impl Component {
             Component::Containerd => "containerd and ctr (Debian: apt-get install containerd)",
             Component::Sudo => "passwordless sudo",
             Component::Kubectl => "kubectl",
+            Component::Jetp => "jetp (cargo install jetp --locked) or JETP",
+            Component::Sshd => "OpenSSH sshd (Debian: apt-get install openssh-server)",
         }
     }
 }

@@ -112,3 +112,50 @@ fn invalid_arguments_exit_2() {
         "limactl never ran"
     );
 }
+
+#[test]
+fn invalid_value_exits_2_and_names_it() {
+    let lima = SimulatedLima::new();
+
+    let up = harness(&lima, &["up", "--cpus", "0"]);
+
+    assert_eq!(up.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(stderr.contains("cpus"), "{stderr}");
+    assert_eq!(
+        lima.invocations(),
+        Vec::<Vec<String>>::new(),
+        "limactl never ran"
+    );
+}
+
+#[test]
+fn flag_wins_over_environment() {
+    let lima = SimulatedLima::new();
+
+    let up = Command::new(workspace_binary("k3s-harness"))
+        .args(["up", "--cpus", "2"])
+        .env("LIMACTL", lima.limactl())
+        .env("LIMA_HOME", lima.home())
+        .env("K3S_HARNESS_STATE_DIR", lima.state_dir())
+        .env("FAKE_LIMACTL_LOG", lima.log_path())
+        .env("K3S_HARNESS_CPUS", "3")
+        .stdin(Stdio::null())
+        .output()
+        .expect("k3s-harness runs");
+    assert!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+
+    let start = lima
+        .invocations()
+        .into_iter()
+        .find(|argv| argv.iter().any(|arg| arg == "start"))
+        .expect("limactl start ran");
+    assert!(start.contains(&"--cpus=2".to_owned()), "{start:?}");
+    let name = stdout_value(&up, "instance");
+    let down = harness(&lima, &["down", &name]);
+    assert!(down.status.success());
+}

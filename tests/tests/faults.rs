@@ -43,7 +43,7 @@ async fn start_timeout_reports_log_tail_and_deletes_instance() {
         error.contains("ha.stderr.log"),
         "the host agent log tail is attached: {error}"
     );
-    assert!(error.contains("has deleted the instance"), "{error}");
+    assert!(error.contains("has already deleted the"), "{error}");
     assert!(lima.count("delete") >= 1, "the half-started VM is deleted");
     assert_nothing_left(&lima);
 }
@@ -250,4 +250,45 @@ fn default_spec_is_valid() {
     ClusterSpec::default()
         .with_env_overrides()
         .expect_ok("the default spec is valid");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn taken_api_port_is_rejected_before_boot() {
+    let lima = SimulatedLima::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    let error = Cluster::start(lima.spec().api_port(port))
+        .await
+        .expect_err("a taken port is rejected")
+        .to_string();
+
+    assert!(
+        error.contains(&port.to_string()),
+        "the port is named: {error}"
+    );
+    assert!(error.contains("free port"), "the fix is named: {error}");
+    assert_eq!(lima.count("start"), 0, "nothing was booted");
+    assert_nothing_left(&lima);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn name_taken_by_another_instance_is_left_alone() {
+    let lima = SimulatedLima::new();
+    let first = Cluster::start(lima.spec().instance_name("k3sh-taken"))
+        .await
+        .expect_ok("the first cluster starts");
+
+    let error = Cluster::start(lima.spec().instance_name("k3sh-taken"))
+        .await
+        .expect_err("the name is taken")
+        .to_string();
+
+    assert!(error.contains("already exists"), "{error}");
+    assert_eq!(lima.count("delete"), 0, "the other instance is not deleted");
+    assert!(lima.instance_names().contains(&"k3sh-taken".to_owned()));
+    first
+        .shutdown()
+        .await
+        .expect_ok("the first cluster shuts down");
 }

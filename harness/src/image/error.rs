@@ -285,6 +285,30 @@ pub enum ImageError {
         missing: Vec<String>,
     },
 
+    /// No container engine to save an image from was found.
+    #[error(
+        "No container engine to save image `{reference}` from: none of docker, podman or nerdctl \
+         is on PATH. Install one, name one with K3S_HARNESS_IMAGE_TOOL, or save the image to an \
+         archive and use `import_image`."
+    )]
+    NoContainerEngine {
+        /// The reference that was to be saved.
+        reference: String,
+    },
+
+    /// The container engine failed to save the image.
+    #[error("`{command}` failed with {status}, so image `{reference}` was not imported: {stderr}")]
+    SaveFailed {
+        /// The reference that was to be saved.
+        reference: String,
+        /// The shell-quoted save command.
+        command: String,
+        /// The exit status in words.
+        status: String,
+        /// The trimmed stderr of the save command.
+        stderr: String,
+    },
+
     /// The output of `crictl images -o json` could not be parsed.
     #[error(
         "The output of `crictl images -o json` is not the expected JSON object with an \

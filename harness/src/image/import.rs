@@ -1,37 +1,67 @@
-//! Streaming an image archive into the guest's k3s containerd and checking the result.
+//! Streaming images into the guest's k3s containerd and checking the result.
+//!
+//! The image goes on stdin to `sudo k3s ctr -n k8s.io images import --platform P -`. k3s's own
+//! `ctr` talks to the containerd that the kubelet uses, and `k8s.io` is the namespace the CRI
+//! reads, so the image is visible to pods. An import with the distribution's `ctr`, or into
+//! another namespace, succeeds but stays invisible to the kubelet. Only the guest's platform is
+//! imported, because archives of multi-platform images often lack the other platforms' blobs.
+//! Success of `ctr` is not trusted: `crictl images` must list every reference afterwards.
 
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use lima_provisioner::ShellOptions;
+use lima_provisioner::{InstanceName, Provisioner, ShellOptions};
 
-use super::{ImageError, carries_platform, inspect_archive, latest_references, open_for_import};
+use super::record;
+use super::{
+    ImageError, ImageReference, carries_platform, inspect_archive, latest_references,
+    open_for_import,
+};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 
 /// Bound on listing the guest's images after an import.
-const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bound on the container engine's exit after its output ended or the import failed.
+const ENGINE_EXIT_GRACE: Duration = Duration::from_secs(30);
+
+/// Container engines tried in order when the spec names none.
+const ENGINES: [&str; 3] = ["docker", "podman", "nerdctl"];
 
 /// Imports `path` into `cluster`; see [`Cluster::import_image`].
-///
-/// The archive goes on stdin to `sudo k3s ctr -n k8s.io images import --platform P -`: k3s's
-/// own `ctr` talks to the containerd the kubelet uses, and `k8s.io` is the namespace the CRI
-/// reads, so the image is visible to pods (an import with the distribution's `ctr` or into
-/// another namespace succeeds but stays invisible to the kubelet). Only the guest's platform is
-/// imported, because archives of multi-platform images often lack the other platforms' blobs.
-/// Success of `ctr` is not trusted: `crictl images` must list every reference afterwards.
 pub(crate) async fn import(cluster: &Cluster, path: &Path) -> Result<Vec<String>> {
+    let state_root = cluster.state_dir().root().to_owned();
+    let instance_dir = cluster.state_dir().instance_dir(cluster.name());
+
+    // The cheap path: a file whose metadata is unchanged since it was hashed, and whose digest
+    // is recorded as imported into this instance, is not read at all.
+    if let Some(digest) = record::cached_digest(&state_root, path)
+        && let Some(references) = record::imported_references(&instance_dir, &digest)
+    {
+        tracing::debug!(archive = %path.display(), %digest, "archive already imported; skipping");
+        return Ok(references);
+    }
+
     let info = {
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || inspect_archive(&path))
             .await
             .expect("archive inspection does not panic")?
     };
+    record::cache_digest(&state_root, path, &info.content_digest);
+    if let Some(references) = record::imported_references(&instance_dir, &info.content_digest) {
+        tracing::debug!(archive = %path.display(), digest = %info.content_digest, "archive already imported; skipping");
+        return Ok(references);
+    }
+
     let references: Vec<String> = info
         .images
         .iter()
         .map(|image| image.reference.as_str().to_owned())
         .collect();
-
     let latest = latest_references(&info);
     if !latest.is_empty() && !cluster.spec().allow_latest_images {
         return Err(ImageError::LatestReference {
@@ -56,16 +86,6 @@ pub(crate) async fn import(cluster: &Cluster, path: &Path) -> Result<Vec<String>
         .into());
     }
 
-    let already_imported = cluster
-        .imported_digests()
-        .lock()
-        .expect("the import record is never poisoned")
-        .contains(&info.content_digest);
-    if already_imported {
-        tracing::debug!(archive = %path.display(), digest = %info.content_digest, "archive already imported; skipping");
-        return Ok(references);
-    }
-
     tracing::info!(
         instance = cluster.name(),
         archive = %path.display(),
@@ -73,27 +93,92 @@ pub(crate) async fn import(cluster: &Cluster, path: &Path) -> Result<Vec<String>
         images = ?references,
         "importing image archive"
     );
-    let argv = [
-        "sudo",
-        "k3s",
-        "ctr",
-        "-n",
-        "k8s.io",
-        "images",
-        "import",
-        "--platform",
-        cluster.platform(),
-        "-",
-    ];
+    let reader = open_for_import(path, info.compression)?;
+    stream_into_containerd(cluster, reader).await?;
+
+    verify(cluster, &path.display().to_string(), &references).await?;
+    record::mark_imported(&instance_dir, &info.content_digest, &references);
+    Ok(references)
+}
+
+/// Saves `reference` with the host's container engine and imports it; see
+/// [`Cluster::import_docker_image`].
+pub(crate) async fn import_from_engine(cluster: &Cluster, reference: &str) -> Result<String> {
+    let normalised = ImageReference::parse(reference)?;
+    if normalised.is_latest_or_untagged() && !cluster.spec().allow_latest_images {
+        return Err(ImageError::LatestReference {
+            path: PathBuf::from(format!("save {reference}")),
+            references: vec![normalised.as_str().to_owned()],
+        }
+        .into());
+    }
+    let engine = find_engine(cluster).ok_or_else(|| ImageError::NoContainerEngine {
+        reference: reference.to_owned(),
+    })?;
+
+    let mut save = Command::new(&engine);
+    save.args(["save", reference])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let rendered = shell_words::join(
+        std::iter::once(engine.to_string_lossy().into_owned())
+            .chain(["save".to_owned(), reference.to_owned()]),
+    );
+    let mut child = save
+        .spawn()
+        .map_err(|error| Error::io("run the container engine", &engine, error))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr_reader = drain_stderr(&mut child);
+
+    tracing::info!(instance = cluster.name(), command = %rendered, "streaming an image into the cluster");
+    let imported = stream_into_containerd(cluster, Box::new(stdout)).await;
+
+    // The import may have ended early; the engine must not be left running or unreaped.
+    if imported.is_err() {
+        let _ = child.kill();
+    }
+    let status = wait_bounded(&mut child, ENGINE_EXIT_GRACE)
+        .map_err(|error| Error::io("wait for the container engine", &engine, error))?;
+    let stderr = stderr_reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(ImageError::SaveFailed {
+            reference: reference.to_owned(),
+            command: rendered,
+            status: status.to_string(),
+            stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
+        }
+        .into());
+    }
+    imported?;
+
+    let references = [normalised.as_str().to_owned()];
+    verify(cluster, &rendered, &references).await?;
+    Ok(normalised.as_str().to_owned())
+}
+
+/// Streams `reader` into `ctr images import` in the guest.
+async fn stream_into_containerd(cluster: &Cluster, reader: Box<dyn Read + Send>) -> Result<()> {
+    let platform = cluster.platform();
     let options = ShellOptions {
         workdir: Some("/".to_owned()),
         timeout: cluster.spec().import_timeout,
         stdin: None,
     };
-    let reader = open_for_import(path, info.compression)?;
-    let provisioner = cluster.provisioner().clone();
-    let name = cluster.instance_name().clone();
+    let (provisioner, name) = handles(cluster);
     let output = tokio::task::spawn_blocking(move || {
+        let argv = [
+            "sudo",
+            "k3s",
+            "ctr",
+            "-n",
+            "k8s.io",
+            "images",
+            "import",
+            "--platform",
+            platform,
+            "-",
+        ];
         provisioner
             .limactl()
             .shell_streaming(&name, &argv, reader, &options)
@@ -101,20 +186,12 @@ pub(crate) async fn import(cluster: &Cluster, path: &Path) -> Result<Vec<String>
     .await
     .expect("the import does not panic")?;
     output.check()?;
-
-    verify(cluster, path, &references).await?;
-    cluster
-        .imported_digests()
-        .lock()
-        .expect("the import record is never poisoned")
-        .insert(info.content_digest);
-    Ok(references)
+    Ok(())
 }
 
 /// Fails unless the kubelet's view (`crictl images`) lists every reference.
-async fn verify(cluster: &Cluster, path: &Path, references: &[String]) -> Result<()> {
-    let provisioner = cluster.provisioner().clone();
-    let name = cluster.instance_name().clone();
+async fn verify(cluster: &Cluster, source: &str, references: &[String]) -> Result<()> {
+    let (provisioner, name) = handles(cluster);
     let output = tokio::task::spawn_blocking(move || {
         let options = ShellOptions {
             workdir: Some("/".to_owned()),
@@ -141,8 +218,53 @@ async fn verify(cluster: &Cluster, path: &Path, references: &[String]) -> Result
         Ok(())
     } else {
         Err(Error::Image(ImageError::MissingAfterImport {
-            path: path.to_owned(),
+            path: PathBuf::from(source),
             missing,
         }))
     }
+}
+
+fn handles(cluster: &Cluster) -> (Provisioner, InstanceName) {
+    (
+        cluster.provisioner().clone(),
+        cluster.instance_name().clone(),
+    )
+}
+
+/// The engine the spec names, else the first of docker, podman and nerdctl on `PATH`.
+fn find_engine(cluster: &Cluster) -> Option<PathBuf> {
+    if let Some(engine) = &cluster.spec().container_engine {
+        return Some(engine.clone());
+    }
+    let paths = std::env::var_os("PATH")?;
+    ENGINES.iter().find_map(|engine| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(engine))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// Waits for `child` for at most `grace`, then kills it and reaps it.
+fn wait_bounded(child: &mut Child, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            return child.wait();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads the engine's stderr on a thread, so a chatty engine cannot block on a full pipe.
+fn drain_stderr(child: &mut Child) -> std::thread::JoinHandle<Vec<u8>> {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        bytes
+    })
 }

@@ -10,6 +10,7 @@ mod error;
 pub(crate) mod import;
 mod layout;
 mod platform;
+mod record;
 mod reference;
 mod walk;
 
