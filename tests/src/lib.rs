@@ -45,15 +45,24 @@ pub fn target_bin_dir() -> PathBuf {
 }
 
 /// Path of a workspace binary built next to the tests, with a clear panic when it is missing.
+///
+/// Benchmarks run from `target/release`, where Cargo builds the fixture binaries only on request,
+/// so a binary missing there is taken from `target/debug` when that build has it.
 pub fn workspace_binary(name: &str) -> PathBuf {
-    let path = target_bin_dir().join(name);
+    let dir = target_bin_dir();
+    let path = dir.join(name);
+    if path.is_file() {
+        return path;
+    }
+    let debug = dir.with_file_name("debug").join(name);
     assert!(
-        path.is_file(),
+        debug.is_file(),
         "{} is missing; build the workspace's binaries first with `cargo build --workspace --bins` \
-         or run the tests from the workspace root with `cargo nextest run`",
+         (add --release for benchmarks) or run the tests from the workspace root with \
+         `cargo nextest run`",
         path.display()
     );
-    path
+    debug
 }
 
 /// Whether `name` is an executable on `PATH`.
