@@ -117,6 +117,13 @@ impl Cluster {
             destroy_on_drop: false,
         };
 
+        let mut booting_record = cluster.record(BootOwner {
+            owner: owner.owner,
+            run_key: owner.run_key.clone(),
+        });
+        booting_record.ready = false;
+        cluster.state.write_record(&booting_record)?;
+
         tracing::info!(instance = %cluster.name, api_port, "starting k3s in a Lima VM");
         let boot = {
             let provisioner = &cluster.provisioner;
@@ -139,7 +146,10 @@ impl Cluster {
             }
             // Everything else (a preflight check, a name another process took meanwhile) left
             // no VM of ours, so nothing is deleted: an existing instance belongs to someone else.
-            Err(source) => return Err(source.into()),
+            Err(source) => {
+                let _ = cluster.state.remove_record(cluster.name.as_str());
+                return Err(source.into());
+            }
         }
 
         let finished = cluster.finish_start().await;
@@ -207,6 +217,7 @@ impl Cluster {
             destroy_policy: self.spec.destroy_policy,
             reuse: self.spec.reuse,
             kept: false,
+            ready: true,
         }
     }
 

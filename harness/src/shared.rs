@@ -91,6 +91,12 @@ async fn acquire(spec: ClusterSpec) -> Result<Cluster> {
 
     let record = state.read_record_opt(name.as_str())?;
     let cluster = match record {
+        // A booting process died before the cluster was ready: its VM is a leftover.
+        Some(record) if !record.ready && from_setup_script.is_none() => {
+            tracing::warn!(instance = %name, "the process booting this cluster died; booting it again");
+            remove_leftover(&provisioner, &state, &name).await?;
+            boot(spec, name, provisioner, &state, &run, &dir).await?
+        }
         Some(record) => {
             if record.fingerprint != spec.fingerprint() {
                 return Err(stale_fingerprint(&name, &record.fingerprint, &spec));

@@ -202,6 +202,15 @@ pub(crate) struct ClusterRecord {
     /// Set when the cluster outlives its run on purpose (destroy policy or `k3s-harness up`),
     /// so neither the reaper nor `k3s-harness gc` deletes it.
     pub(crate) kept: bool,
+    /// False while the VM boots: the record is written before `limactl start`, so `down` and
+    /// `gc` can delete a VM whose booting process was killed, and other processes never attach
+    /// to a cluster that is not ready.
+    #[serde(default = "ready_by_default")]
+    pub(crate) ready: bool,
+}
+
+fn ready_by_default() -> bool {
+    true
 }
 
 impl ClusterRecord {
@@ -286,6 +295,7 @@ mod tests {
             destroy_policy: DestroyPolicy::Always,
             reuse: false,
             kept: false,
+            ready: true,
         };
 
         state.write_record(&record).unwrap();

@@ -159,3 +159,48 @@ fn flag_wins_over_environment() {
     let down = harness(&lima, &["down", &name]);
     assert!(down.status.success());
 }
+
+#[test]
+fn killed_up_leaves_vm_that_gc_deletes() {
+    let lima = SimulatedLima::new();
+    let mut up = Command::new(workspace_binary("k3s-harness"))
+        .args(["up", "--name", "k3sh-killed"])
+        .env("LIMACTL", lima.limactl())
+        .env("LIMA_HOME", lima.home())
+        .env("K3S_HARNESS_STATE_DIR", lima.state_dir())
+        .env("FAKE_LIMACTL_LOG", lima.log_path())
+        .env("FAKE_LIMACTL_BOOT_DELAY_MS", "4000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("k3s-harness runs");
+
+    // SIGKILL while Lima boots: no handler runs, and Lima's host agent survives.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !lima.instance_names().contains(&"k3sh-killed".to_owned()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instance never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    up.kill().unwrap();
+    up.wait().unwrap();
+
+    let gc = harness(&lima, &["gc"]);
+    assert!(
+        gc.status.success(),
+        "gc failed: {}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&gc.stdout).contains("deleted k3sh-killed"),
+        "{}",
+        String::from_utf8_lossy(&gc.stdout)
+    );
+    assert!(
+        !lima.instance_names().contains(&"k3sh-killed".to_owned()),
+        "the VM is gone"
+    );
+}
