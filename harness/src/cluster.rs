@@ -15,7 +15,7 @@ use crate::namespace::TestNamespace;
 use crate::run::ProcessId;
 use crate::spec::ClusterSpec;
 use crate::state::{ClusterRecord, StateDir};
-use crate::{diagnostics, image, kubeconfig, readiness, shared};
+use crate::{diagnostics, image, kubeconfig, readiness, reaper, shared};
 
 /// Prefix of every instance name the harness generates, so its VMs are recognisable in
 /// `limactl list`.
@@ -63,6 +63,7 @@ impl Cluster {
         let owner = BootOwner {
             owner: ProcessId::current(),
             run_key: None,
+            start_reaper: false,
         };
         // A state directory that already exists belongs to another cluster of the same name,
         // which a failed start must leave alone.
@@ -120,9 +121,15 @@ impl Cluster {
         let mut booting_record = cluster.record(BootOwner {
             owner: owner.owner,
             run_key: owner.run_key.clone(),
+            start_reaper: false,
         });
         booting_record.ready = false;
         cluster.state.write_record(&booting_record)?;
+        // The reaper starts before the boot: if the whole run is interrupted while Lima boots,
+        // the VM that Lima keeps booting must still be deleted.
+        if owner.start_reaper {
+            reaper::spawn(&cluster.state.instance_dir(cluster.name.as_str()))?;
+        }
 
         tracing::info!(instance = %cluster.name, api_port, "starting k3s in a Lima VM");
         let boot = {
@@ -549,6 +556,8 @@ fn known_platform(platform: &str) -> &'static str {
 pub(crate) struct BootOwner {
     pub(crate) owner: ProcessId,
     pub(crate) run_key: Option<String>,
+    /// Whether a reaper watches the run (shared clusters that are not reused).
+    pub(crate) start_reaper: bool,
 }
 
 /// Checks limactl and the host, and builds the Lima spec: refuses old Lima and a name that is

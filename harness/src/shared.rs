@@ -195,19 +195,14 @@ async fn boot(
     std::fs::write(&booting, std::process::id().to_string())
         .map_err(|error| Error::io("write", &booting, error))?;
 
-    let reuse = spec.reuse;
     let owner = BootOwner {
         owner: run.owner,
         run_key: Some(run.key.clone()),
+        start_reaper: !spec.reuse,
     };
     let booted = Cluster::boot(spec, name, provisioner, state.clone(), owner).await;
     let _ = std::fs::remove_file(&booting);
-    let cluster = booted?;
-
-    if !reuse {
-        reaper::spawn(dir)?;
-    }
-    Ok(cluster)
+    booted
 }
 
 /// Takes this process's lease on the cluster and remembers it for the exit and panic hooks.
