@@ -6,10 +6,10 @@
 //!
 //! It prints, next to the targets:
 //!
-//! - attach latency with the VM up: fresh test processes (the `shared-suite` fixture's `many`
-//!   binary filtered to one test, `K3S_HARNESS_REUSE=1` so every process finds the VM running)
-//!   each attach, list nodes and exit; p50 and p95 of `Cluster::shared` inside the process and
-//!   of the whole process;
+//! - attach latency with the VM up. Fresh test processes each attach, list nodes and exit: the
+//!   `shared-suite` fixture's `many` binary filtered to one test, with `K3S_HARNESS_REUSE=1` so
+//!   every process finds the VM running. It reports p50 and p95 of `Cluster::shared` inside the
+//!   process and of the whole process;
 //! - `limactl` invocations per attach, from the fake's invocation log;
 //! - suite wall time for 1, 8 and 32 tests of one `cargo nextest run` (8 test processes at a
 //!   time) with `FAKE_LIMACTL_BOOT_DELAY_MS=5000`, next to 1, 8 and 32 separate boots
@@ -258,7 +258,7 @@ fn nextest_overhead(scratch: &Path) -> Duration {
     finished.elapsed
 }
 
-/// Runs `size` tests of the `many` binary in one nextest run; returns its wall time and the
+/// Runs `size` tests of the `many` binary in one nextest run. Returns its wall time and the
 /// time from its exit until the VM was gone.
 fn shared_run(scratch: &Path, size: usize) -> (Duration, Duration) {
     let lima = SimulatedLima::new();
@@ -296,7 +296,7 @@ fn shared_run(scratch: &Path, size: usize) -> (Duration, Duration) {
 }
 
 /// Boots `size` clusters with `Cluster::start`, [`PARALLELISM`] at a time, lists each one's
-/// nodes and deletes it; returns the wall time.
+/// nodes and deletes it. Returns the wall time.
 async fn separate_boots(size: usize) -> Duration {
     let lima = Arc::new(SimulatedLima::new());
     let slots = Arc::new(tokio::sync::Semaphore::new(PARALLELISM));

@@ -1,7 +1,7 @@
-//! One cluster per test run: nested runs of the `shared-suite` fixture crate (16 tests that
-//! call `Cluster::shared`) against the fake `limactl`, under cargo-nextest, `cargo test` and a
-//! test binary run directly, with the runner or a test killed, with two runs at once, with each
-//! destroy policy and reuse, and `k3s-harness gc`.
+//! One cluster per test run. These tests drive nested runs of the `shared-suite` fixture crate
+//! (16 tests that call `Cluster::shared`) against the fake `limactl`: under cargo-nextest,
+//! `cargo test` and a test binary run directly, with the runner or a test killed, with two runs
+//! at once, with each destroy policy and reuse. They also cover `k3s-harness gc`.
 //!
 //! Every test polls with a deadline instead of sleeping, and its guards stop the nested
 //! processes and delete the fake instances it created, even when it fails.
@@ -40,8 +40,10 @@ const REAPER_TIMEOUT: Duration = Duration::from_secs(10);
 /// lands while tests hold their leases.
 const HOLD_MS: &str = "2000";
 
-/// Everything one test needs: the simulated host (declared first, so it is dropped last and
-/// deletes the instances after the nested processes are stopped) and a scratch directory.
+/// The simulated host, a scratch directory and the suite's test binaries.
+///
+/// Tests declare their [`NestedProcess`] guards after the fixture, so those drop first and stop
+/// the nested processes before the host's guard deletes the instances.
 struct Fixture {
     lima: SimulatedLima,
     scratch: tempfile::TempDir,
@@ -67,35 +69,70 @@ impl Fixture {
         self.scratch.path().join(format!("{label}.results.jsonl"))
     }
 
-    /// `cargo nextest run` over the suite, with `env` added.
+    /// Starts `cargo nextest run` over the suite, with `env` added.
     fn nextest(&self, label: &str, env: &[(&str, &str)]) -> NestedProcess {
         let mut command = suite_command(cargo(), &self.lima, &self.results(label));
         command.args(nextest_args()).envs(env.iter().copied());
         NestedProcess::spawn(label, command, self.scratch.path(), &self.lima)
     }
 
-    /// Waits until some instance of this host has a `cluster.json`, that is, a run's cluster is
+    /// Waits until some instance of this host has a ready record, that is, a run's cluster is
     /// up, and returns its name.
     #[track_caller]
-    fn wait_for_record(&self, run: &mut NestedProcess) -> String {
+    fn wait_for_ready_cluster(&self, run: &mut NestedProcess) -> String {
         let mut found = None;
         let waited = wait_until(BOOT_TIMEOUT, || {
             found = state_instances(&self.lima)
                 .into_iter()
-                .find(|name| record_path(&self.lima, name).is_file());
+                .find(|name| record_is_ready(&self.lima, name));
             found.is_some() || run.try_finished().is_some()
         });
         match (found, waited) {
             (Some(name), _) => name,
             (None, Some(_)) => panic!(
-                "the nested run ended before any cluster was recorded:\n{}",
+                "the nested run ended before any cluster was ready:\n{}",
                 run.output()
             ),
             (None, None) => panic!(
-                "no cluster was recorded within {BOOT_TIMEOUT:?}:\n{}",
+                "no cluster was ready within {BOOT_TIMEOUT:?}:\n{}",
                 run.output()
             ),
         }
+    }
+
+    /// Waits until a process of `run` is inside `limactl start`, and returns the instance and
+    /// the booting process's pid.
+    ///
+    /// The booting process writes its pid to `<state>/<instance>/booting`, then a record with
+    /// `"ready": false`, then runs `limactl start`. The record becomes ready after the boot.
+    #[track_caller]
+    fn wait_for_boot(&self, run: &mut NestedProcess) -> (String, i32) {
+        let lima = &self.lima;
+        let mut booting = None;
+        let waited = wait_until(BOOT_TIMEOUT, || {
+            booting = state_instances(lima).into_iter().find_map(|name| {
+                let record = read_record(lima, &name)?;
+                if record["ready"] != false || lima.count("start") == 0 {
+                    return None;
+                }
+                let text =
+                    std::fs::read_to_string(lima.state_dir().join(&name).join("booting")).ok()?;
+                let pid: i32 = text.trim().parse().ok()?;
+                Some((name, pid))
+            });
+            booting.is_some() || run.try_finished().is_some()
+        });
+        let Some((instance, pid)) = booting else {
+            panic!(
+                "no process reached `limactl start` (waited {waited:?}):\n{}",
+                run.output()
+            );
+        };
+        assert!(
+            run.owns(pid),
+            "pid {pid} from the booting file is a process of this run"
+        );
+        (instance, pid)
     }
 
     /// Waits until `instance` is gone from `limactl list` and from the state directory.
@@ -108,8 +145,9 @@ impl Fixture {
         assert!(
             deleted.is_some(),
             "instance {instance} still exists {timeout:?} after the run ended; limactl list: {:?}; \
-             record: {}; reaper log:\n{}",
+             state files: {:?}; record: {}; reaper log:\n{}",
             self.lima.instance_names(),
+            state_files(&self.lima, instance),
             read_record(&self.lima, instance)
                 .map_or_else(|| "none".to_owned(), |record| record.to_string()),
             reaper_log(&self.lima, instance)
@@ -119,9 +157,9 @@ impl Fixture {
     /// Waits until `run` left no process behind (test processes, reapers, fake VMs).
     #[track_caller]
     fn assert_no_processes_left(&self, run: &NestedProcess) {
-        let gone = wait_until(REAPER_TIMEOUT, || run.processes().is_empty());
+        let exited = wait_until(REAPER_TIMEOUT, || run.processes().is_empty());
         assert!(
-            gone.is_some(),
+            exited.is_some(),
             "processes of the nested run are still running: {:#?}",
             run.processes()
                 .iter()
@@ -176,6 +214,25 @@ fn state_instances(lima: &SimulatedLima) -> Vec<String> {
         .collect()
 }
 
+/// Lists the names of the files in `instance`'s state directory.
+fn state_files(lima: &SimulatedLima, instance: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(lima.state_dir().join(instance)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Returns whether `instance` has a record that is ready for tests to attach to. A record
+/// without the `ready` field counts as ready.
+fn record_is_ready(lima: &SimulatedLima, instance: &str) -> bool {
+    read_record(lima, instance).is_some_and(|record| record["ready"] != false)
+}
+
 fn record_path(lima: &SimulatedLima, instance: &str) -> PathBuf {
     lima.state_dir().join(instance).join("cluster.json")
 }
@@ -185,7 +242,7 @@ fn read_record(lima: &SimulatedLima, instance: &str) -> Option<serde_json::Value
     serde_json::from_str(&text).ok()
 }
 
-/// The `status` that `limactl list --json` reports for `instance`.
+/// Returns the `status` that `limactl list --json` reports for `instance`.
 fn instance_status(lima: &SimulatedLima, instance: &str) -> Option<String> {
     let output = lima
         .command()
@@ -206,7 +263,7 @@ fn distinct_pids(lines: &[nested::ResultLine]) -> BTreeSet<u32> {
     lines.iter().map(|line| line.pid).collect()
 }
 
-/// The executable name of process `pid` (`/proc/<pid>/comm`).
+/// Returns the executable name of process `pid` (`/proc/<pid>/comm`).
 fn process_name(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|name| name.trim().to_owned())
@@ -214,7 +271,7 @@ fn process_name(pid: i32) -> String {
 }
 
 #[test]
-fn nextest_run_boots_one_vm_and_deletes_it() {
+fn nextest_run_shares_one_vm() {
     let fixture = Fixture::new();
     let lima = &fixture.lima;
 
@@ -256,11 +313,11 @@ fn nextest_run_boots_one_vm_and_deletes_it() {
 }
 
 #[test]
-fn nextest_setup_script_boots_before_tests() {
+fn setup_script_boots_shared_vm() {
     let fixture = Fixture::new();
     let lima = &fixture.lima;
-    let setup_binary = workspace_binary("k3s-harness");
-    assert!(setup_binary.is_file());
+    // The profile's setup script runs `k3s-harness nextest-setup` from the target directory.
+    workspace_binary("k3s-harness");
     let results = fixture.results("setup-script");
     let mut command = suite_command(cargo(), lima, &results);
     command
@@ -294,7 +351,7 @@ fn nextest_setup_script_boots_before_tests() {
 }
 
 #[test]
-fn cargo_test_run_boots_one_vm_and_deletes_it() {
+fn cargo_test_run_shares_one_vm() {
     let fixture = Fixture::new();
     let lima = &fixture.lima;
     let mut command = suite_command(cargo(), lima, &fixture.results("cargo-test"));
@@ -339,7 +396,7 @@ fn cargo_test_run_boots_one_vm_and_deletes_it() {
 }
 
 #[test]
-fn standalone_test_binary_deletes_its_vm_at_exit() {
+fn standalone_binary_deletes_vm_at_exit() {
     let fixture = Fixture::new();
     let lima = &fixture.lima;
     let results = fixture.results("standalone");
@@ -367,7 +424,7 @@ fn standalone_test_binary_deletes_its_vm_at_exit() {
 }
 
 #[test]
-fn runner_sigkill_mid_run_deletes_vm() {
+fn runner_sigkill_deletes_vm() {
     let fixture = Fixture::new();
     let lima = &fixture.lima;
     let results = fixture.results("killed-runner");
@@ -377,7 +434,7 @@ fn runner_sigkill_mid_run_deletes_vm() {
         .env("SHARED_SUITE_HOLD_MS", HOLD_MS);
     let mut run = NestedProcess::spawn("killed-runner", command, fixture.scratch.path(), lima);
 
-    let instance = fixture.wait_for_record(&mut run);
+    let instance = fixture.wait_for_ready_cluster(&mut run);
     assert_eq!(
         process_name(run.pid()),
         "cargo-nextest",
@@ -403,12 +460,12 @@ fn runner_sigkill_mid_run_deletes_vm() {
 }
 
 #[test]
-fn sigint_to_run_process_group_deletes_vm() {
+fn run_group_sigint_deletes_vm() {
     let fixture = Fixture::new();
     let lima = &fixture.lima;
     let mut run = fixture.nextest("interrupted", &[("SHARED_SUITE_HOLD_MS", HOLD_MS)]);
 
-    let instance = fixture.wait_for_record(&mut run);
+    let instance = fixture.wait_for_ready_cluster(&mut run);
     killpg(Pid::from_raw(run.pid()), Signal::SIGINT).expect("the run's process group exists");
     let interrupted_at = Instant::now();
     let finished = run.wait(Duration::from_secs(30));
@@ -429,36 +486,44 @@ fn sigint_to_run_process_group_deletes_vm() {
 }
 
 #[test]
-fn sigkill_of_booting_test_leaves_one_working_cluster() {
+fn sigint_during_boot_deletes_vm() {
+    let fixture = Fixture::new();
+    let lima = &fixture.lima;
+    let mut run = fixture.nextest(
+        "interrupted-boot",
+        &[("FAKE_LIMACTL_BOOT_DELAY_MS", "3000")],
+    );
+
+    let (instance, _) = fixture.wait_for_boot(&mut run);
+    killpg(Pid::from_raw(run.pid()), Signal::SIGINT).expect("the run's process group exists");
+    let interrupted_at = Instant::now();
+    let finished = run.wait(Duration::from_secs(30));
+
+    assert!(
+        !finished.status.success(),
+        "an interrupted run fails:\n{}",
+        run.output()
+    );
+    assert!(
+        read_results(&fixture.results("interrupted-boot")).is_empty(),
+        "no test got a cluster"
+    );
+    fixture.assert_deleted_within(&instance, DELETE_AFTER_SIGNAL, interrupted_at);
+    assert_eq!(
+        lima.instance_names(),
+        Vec::<String>::new(),
+        "no instance is left"
+    );
+    fixture.assert_no_processes_left(&run);
+}
+
+#[test]
+fn booting_test_sigkill_leaves_one_vm() {
     let fixture = Fixture::new();
     let lima = &fixture.lima;
     let mut run = fixture.nextest("killed-boot", &[("FAKE_LIMACTL_BOOT_DELAY_MS", "3000")]);
 
-    // The booting process writes its pid to `<state>/<instance>/booting` before `limactl
-    // start` and removes it once `cluster.json` is written.
-    let mut booting = None;
-    let found = wait_until(BOOT_TIMEOUT, || {
-        booting = state_instances(lima).into_iter().find_map(|name| {
-            if record_path(lima, &name).exists() {
-                return None;
-            }
-            let text =
-                std::fs::read_to_string(lima.state_dir().join(&name).join("booting")).ok()?;
-            let pid: i32 = text.trim().parse().ok()?;
-            Some((name, pid))
-        });
-        booting.is_some() || run.try_finished().is_some()
-    });
-    let Some((instance, booting_pid)) = booting else {
-        panic!(
-            "no booting file appeared (waited {found:?}):\n{}",
-            run.output()
-        );
-    };
-    assert!(
-        run.owns(booting_pid),
-        "pid {booting_pid} from the booting file is a process of this run"
-    );
+    let (instance, booting_pid) = fixture.wait_for_boot(&mut run);
     kill(Pid::from_raw(booting_pid), Signal::SIGKILL).expect("the booting test can be killed");
     let finished = run.wait(RUN_TIMEOUT);
 
@@ -501,7 +566,7 @@ fn sigkill_of_booting_test_leaves_one_working_cluster() {
 }
 
 #[test]
-fn concurrent_nextest_runs_get_separate_vms() {
+fn concurrent_runs_get_separate_vms() {
     let fixture = Fixture::new();
     let lima = &fixture.lima;
 
@@ -536,7 +601,7 @@ fn concurrent_nextest_runs_get_separate_vms() {
 }
 
 #[test]
-fn on_success_keeps_vm_only_after_failure() {
+fn on_success_keeps_only_failed_runs() {
     let fixture = Fixture::new();
     let lima = &fixture.lima;
 
@@ -555,14 +620,17 @@ fn on_success_keeps_vm_only_after_failure() {
     );
     let lines = read_results(&fixture.results("failing"));
     assert_eq!(lines.len(), SUITE_TESTS, "{lines:#?}");
-    let (kept, _) = one_cluster(&lines);
-    fixture.assert_kept(&kept, &failing);
+    let (kept_instance, _) = one_cluster(&lines);
+    fixture.assert_kept(&kept_instance, &failing);
     let output = failing.output();
     assert!(
-        output.contains(&format!("limactl shell {kept}")),
+        output.contains(&format!("limactl shell {kept_instance}")),
         "the failure output says how to open a shell in the kept VM:\n{output}"
     );
-    let kubeconfig = lima.state_dir().join(&kept).join("kubeconfig.yaml");
+    let kubeconfig = lima
+        .state_dir()
+        .join(&kept_instance)
+        .join("kubeconfig.yaml");
     assert!(
         output.contains(&format!("KUBECONFIG={}", kubeconfig.display())),
         "the failure output names the kept VM's kubeconfig:\n{output}"
@@ -578,16 +646,16 @@ fn on_success_keeps_vm_only_after_failure() {
     let lines = read_results(&fixture.results("passing"));
     assert_eq!(lines.len(), SUITE_TESTS, "{lines:#?}");
     let (deleted, _) = one_cluster(&lines);
-    assert_ne!(deleted, kept, "a new run gets a new VM");
+    assert_ne!(deleted, kept_instance, "a new run gets a new VM");
     fixture.assert_deleted_within(&deleted, DELETE_AFTER_RUN, passed.at);
     assert!(
-        listed(lima, &kept),
+        listed(lima, &kept_instance),
         "the passing run left the kept VM alone"
     );
 }
 
 #[test]
-fn never_policy_keeps_vm_of_passing_run() {
+fn never_policy_keeps_vm() {
     let fixture = Fixture::new();
 
     let mut run = fixture.nextest("never", &[("K3S_HARNESS_DESTROY", "never")]);
@@ -605,7 +673,7 @@ fn never_policy_keeps_vm_of_passing_run() {
 }
 
 #[test]
-fn reuse_attaches_across_runs_and_rejects_stale_fingerprint() {
+fn reuse_attaches_and_rejects_stale_spec() {
     let fixture = Fixture::new();
     let lima = &fixture.lima;
     let reuse = [("K3S_HARNESS_REUSE", "1")];
@@ -756,23 +824,21 @@ fn dead_pid() -> u32 {
 }
 
 #[test]
-fn gc_deletes_orphans_and_leaves_other_instances() {
+fn gc_deletes_only_orphans() {
     let lima = SimulatedLima::new();
     let scratch = tempfile::tempdir().unwrap();
 
     let orphan = "k3sh-gc-orphan";
     let live = "k3sh-gc-live";
-    let kept = "k3sh-gc-kept";
+    let kept_orphan = "k3sh-gc-kept";
     let other = "other";
-    for name in [orphan, live, kept, other] {
-        let port = start_directly(&lima, scratch.path(), name);
-        match name {
-            "k3sh-gc-orphan" => write_record(&lima, name, port, (dead_pid(), 1), false),
-            "k3sh-gc-live" => write_record(&lima, name, port, current_process_identity(), false),
-            "k3sh-gc-kept" => write_record(&lima, name, port, (dead_pid(), 1), true),
-            _ => {}
-        }
-    }
+    let port = start_directly(&lima, scratch.path(), orphan);
+    write_record(&lima, orphan, port, (dead_pid(), 1), false);
+    let port = start_directly(&lima, scratch.path(), live);
+    write_record(&lima, live, port, current_process_identity(), false);
+    let port = start_directly(&lima, scratch.path(), kept_orphan);
+    write_record(&lima, kept_orphan, port, (dead_pid(), 1), true);
+    start_directly(&lima, scratch.path(), other);
 
     let mut command = suite_command(
         workspace_binary("k3s-harness"),
@@ -800,7 +866,7 @@ fn gc_deletes_orphans_and_leaves_other_instances() {
         gc.output()
     );
     assert!(
-        names.iter().any(|name| name == kept),
+        names.iter().any(|name| name == kept_orphan),
         "a kept instance is left alone: {names:?}\n{}",
         gc.output()
     );

@@ -1,6 +1,6 @@
-//! Nested runs of the `shared-suite` fixture crate against a [`SimulatedLima`]: building the
-//! suite, spawning `cargo nextest`, `cargo test` or a test binary with the fake's environment,
-//! reading the suite's result lines, and finding the processes a nested run left behind.
+//! Nested runs of the `shared-suite` fixture crate against a [`SimulatedLima`]. This module
+//! builds the suite, spawns `cargo nextest`, `cargo test` or a test binary with the fake's
+//! environment, reads the suite's result lines, and finds the processes a nested run left behind.
 //!
 //! Shared by the run-scope tests and the attach benchmark (`benches/attach.rs`).
 //!
@@ -84,8 +84,8 @@ const SCRUBBED_NAMES: &[&str] = &[
     "OUT_DIR",
 ];
 
-/// The cargo binary: `CARGO`, which cargo and nextest set for the test processes they run,
-/// else `cargo` on `PATH`.
+/// Returns the cargo binary: `CARGO`, which cargo and nextest set for the test processes they
+/// run, else `cargo` on `PATH`.
 pub fn cargo() -> PathBuf {
     std::env::var_os("CARGO")
         .filter(|value| !value.is_empty())
@@ -93,7 +93,7 @@ pub fn cargo() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("cargo"))
 }
 
-/// The `cargo-nextest` binary: next to [`cargo`] when it is there, else on `PATH`.
+/// Returns the `cargo-nextest` binary: next to [`cargo`] when it is there, else on `PATH`.
 pub fn cargo_nextest() -> PathBuf {
     let beside_cargo = cargo().parent().map(|dir| dir.join("cargo-nextest"));
     if let Some(path) = beside_cargo.filter(|path| path.is_file()) {
@@ -112,7 +112,7 @@ pub fn cargo_nextest() -> PathBuf {
         })
 }
 
-/// The workspace root, where nested cargo commands run.
+/// Returns the workspace root, where nested cargo commands run.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -120,8 +120,8 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// The target directory of the outer build, shared with the nested runs so they reuse its
-/// artifacts.
+/// Returns the target directory of the outer build, shared with the nested runs so they reuse
+/// its artifacts.
 pub fn target_dir() -> PathBuf {
     target_bin_dir()
         .parent()
@@ -129,8 +129,8 @@ pub fn target_dir() -> PathBuf {
         .to_owned()
 }
 
-/// The cargo profile of the outer build (`target/debug` is the `dev` profile), so nested runs
-/// build into the same profile directory.
+/// Returns the cargo profile of the outer build (`target/debug` is the `dev` profile), so
+/// nested runs build into the same profile directory.
 pub fn cargo_profile() -> String {
     let directory = target_bin_dir();
     let name = directory
@@ -275,9 +275,9 @@ pub struct Finished {
 ///
 /// Dropping it while the process still runs sends SIGTERM to its process group, then SIGKILL
 /// after [`TERMINATE_GRACE`]. When the outer test is panicking, the drop also kills every
-/// process left with this run's [`RESULTS_ENV`] marker (test processes whose runner died, the
-/// harness's reapers), except the fake `limactl`'s own processes: those belong to instances,
-/// and the [`SimulatedLima`] guard deletes instances with `limactl delete -f`.
+/// process left with this run's [`RESULTS_ENV`] marker, such as test processes whose runner
+/// died and the harness's reapers. It spares the fake `limactl`'s own processes, because they
+/// belong to instances, which the [`SimulatedLima`] guard deletes with `limactl delete -f`.
 pub struct NestedProcess {
     label: String,
     child: Child,
@@ -328,7 +328,7 @@ impl NestedProcess {
         }
     }
 
-    /// The process id (also its process group id).
+    /// Returns the process id, which is also its process group id.
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).expect("pids fit in i32")
     }
@@ -352,8 +352,8 @@ impl NestedProcess {
         self.finished
     }
 
-    /// Waits up to `timeout` from now for the process to exit; stops its process group and
-    /// panics with its output when it is still running then.
+    /// Waits up to `timeout` from now for the process to exit. When it is still running then,
+    /// stops its process group and panics with its output.
     pub fn wait(&mut self, timeout: Duration) -> Finished {
         let deadline = Instant::now() + timeout;
         loop {
@@ -372,7 +372,7 @@ impl NestedProcess {
         }
     }
 
-    /// Its stdout and stderr so far, for failure messages.
+    /// Returns its stdout and stderr so far, for failure messages.
     pub fn output(&self) -> String {
         let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
         format!(
@@ -383,22 +383,23 @@ impl NestedProcess {
         )
     }
 
-    /// Its stdout so far.
+    /// Returns its stdout so far.
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
-    /// Its stderr so far.
+    /// Returns its stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// Every live process that carries this run's marker, this process included while it runs.
+    /// Lists every live process that carries this run's marker, this process included while it
+    /// runs.
     pub fn processes(&self) -> Vec<RunProcess> {
         processes_with_env(&self.marker)
     }
 
-    /// Whether `pid` is a live process of this run.
+    /// Returns whether `pid` is a live process of this run.
     pub fn owns(&self, pid: i32) -> bool {
         self.processes().iter().any(|process| process.pid == pid)
     }
@@ -447,7 +448,7 @@ pub struct RunProcess {
 }
 
 impl RunProcess {
-    /// Whether this is one of the harness's reapers.
+    /// Returns whether this is one of the harness's reapers.
     pub fn is_reaper(&self) -> bool {
         let prefix = format!("{REAPER_ENV}=");
         self.environment
@@ -456,8 +457,8 @@ impl RunProcess {
     }
 }
 
-/// Every live process of this user whose environment contains the entry `entry` (zombies have
-/// no readable environment and are skipped).
+/// Lists every live process of this user whose environment contains the entry `entry`.
+/// Zombies have no readable environment, so they are skipped.
 pub fn processes_with_env(entry: &str) -> Vec<RunProcess> {
     let Ok(proc_entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -520,7 +521,7 @@ pub struct ResultLine {
     pub attach_ms: f64,
 }
 
-/// Reads a results file; a missing file has no lines.
+/// Reads a results file. A missing file has no lines.
 pub fn read_results(path: &Path) -> Vec<ResultLine> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
@@ -535,7 +536,7 @@ pub fn read_results(path: &Path) -> Vec<ResultLine> {
 }
 
 /// Checks that every line names the same harness instance and API port, and that each test
-/// listed that instance's node; returns the instance and port.
+/// listed that instance's node. Returns the instance and port.
 #[track_caller]
 pub fn one_cluster(lines: &[ResultLine]) -> (String, u16) {
     let first = lines.first().expect("at least one test recorded a result");
@@ -563,7 +564,7 @@ pub fn one_cluster(lines: &[ResultLine]) -> (String, u16) {
     (first.instance.clone(), first.api_port)
 }
 
-/// Polls `done` every [`POLL_INTERVAL`] until it returns true or `timeout` passes; returns the
+/// Polls `done` every [`POLL_INTERVAL`] until it returns true or `timeout` passes. Returns the
 /// time it took, or `None` on timeout.
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
     let started = Instant::now();
@@ -578,19 +579,19 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Option<D
     }
 }
 
-/// Whether `limactl list` shows `instance`.
+/// Returns whether `limactl list` shows `instance`.
 pub fn listed(lima: &SimulatedLima, instance: &str) -> bool {
     lima.instance_names().iter().any(|name| name == instance)
 }
 
-/// The reaper's log for `instance`, or a note that it is gone, for failure messages.
+/// Returns the reaper's log for `instance`, or a note that it is gone, for failure messages.
 pub fn reaper_log(lima: &SimulatedLima, instance: &str) -> String {
     let path = lima.state_dir().join(instance).join("reaper.log");
     std::fs::read_to_string(&path)
         .unwrap_or_else(|error| format!("(no reaper log at {}: {error})", path.display()))
 }
 
-/// The command line of `command`, shell-quoted, for error messages.
+/// Renders the command line of `command`, shell-quoted, for error messages.
 pub fn render_command(command: &Command) -> String {
     let mut words = vec![command.get_program().to_string_lossy().into_owned()];
     words.extend(
