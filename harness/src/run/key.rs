@@ -86,7 +86,13 @@ impl Run {
             };
         }
 
-        if let Some(cargo) = find_ancestor(ancestors, CARGO_EXECUTABLE) {
+        // Only a direct parent counts: `cargo test` runs test binaries as its children, while a
+        // binary started by a script that itself runs under cargo (an xtask, a test) is a run
+        // of its own and must not wait for that outer cargo to exit.
+        if let Some(cargo) = ancestors
+            .first()
+            .filter(|parent| parent.name == CARGO_EXECUTABLE)
+        {
             return Run {
                 key: format!("cargo-{}-{}", cargo.id.pid, cargo.id.start_time),
                 owner: cargo.id,
@@ -232,12 +238,12 @@ mod tests {
                 expected_kind: RunKind::Cargo,
             },
             Case {
-                name: "cargo behind a shell",
+                name: "binary started by a shell under cargo is its own run",
                 run_id: None,
                 ancestors: vec![shell.clone(), cargo.clone(), init.clone()],
-                expected_key: "cargo-200-2000".to_owned(),
-                expected_owner: cargo.id,
-                expected_kind: RunKind::Cargo,
+                expected_key: "process-500-5000".to_owned(),
+                expected_owner: me.id,
+                expected_kind: RunKind::Standalone,
             },
             Case {
                 name: "standalone",
