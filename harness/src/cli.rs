@@ -92,7 +92,7 @@ fn duration_arg(value: &str) -> std::result::Result<Duration, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // kube's client logs every refused connection at ERROR while the harness waits for the API
-    // server, which is expected during a boot, so it stays quiet unless K3S_HARNESS_LOG asks.
+    // server, which is expected during a boot, so it stays quiet unless K3S_HARNESS_LOG enables it.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("K3S_HARNESS_LOG").unwrap_or_else(|_| {

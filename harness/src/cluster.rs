@@ -535,8 +535,8 @@ fn leaves_vm_behind(error: &lima_provisioner::Error) -> bool {
     }
 }
 
-/// Returns the static spelling of a platform read back from a record; Lima's guests are
-/// `linux/amd64` unless the record says otherwise.
+/// Returns the static spelling of a platform read back from a record. Lima's guests are
+/// `linux/amd64` unless the record names another platform.
 fn known_platform(platform: &str) -> &'static str {
     const PLATFORMS: [&str; 6] = [
         "linux/amd64",

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::reaper;
 use crate::state::{self, StateDir};
 
-/// What one collection did.
+/// The outcome of one collection.
 #[derive(Debug, Default)]
 pub struct GcReport {
     /// Instances deleted.

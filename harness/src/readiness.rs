@@ -72,7 +72,7 @@ pub(crate) async fn wait_for_default_service_account(
     .await
 }
 
-/// What a readiness check observed when it did not pass.
+/// The observation of a readiness check that did not pass.
 #[derive(Debug)]
 pub(crate) enum Seen {
     /// Not ready yet; waiting may help.
@@ -127,8 +127,8 @@ where
                     });
                 }
             },
-            // A request cut short by the overall deadline says nothing new: keep what the
-            // previous attempt observed.
+            // A request cut short by the overall deadline adds no information, so the previous
+            // attempt's observation stays.
             Err(_) if Instant::now() >= deadline && last.is_some() => {}
             Err(_) => last = Some(format!("a request took longer than {REQUEST_TIMEOUT:?}")),
         }

@@ -88,7 +88,7 @@ fn watch(dir: &Path) {
 
 /// Applies the destroy policy to the instance in `dir`, under its lock.
 ///
-/// Failures are logged, because nobody is left to return them to.
+/// Failures are logged, because no caller is left to return them to.
 pub(crate) fn end_run(dir: &Path) {
     let lock_path = dir.join(state::LOCK_FILE);
     let Ok(lock) = state::open_lock_file(&lock_path) else {

@@ -38,7 +38,7 @@ pub const KUBECONFIG_ENV: &str = "K3S_HARNESS_KUBECONFIG";
 /// The shared clusters of this process, one per spec fingerprint.
 static CLUSTERS: OnceLock<Mutex<HashMap<String, &'static OnceCell<Cluster>>>> = OnceLock::new();
 
-/// What this process holds on the shared clusters it attached to.
+/// Attachments of this process to shared clusters.
 static ATTACHMENTS: Mutex<Vec<Attachment>> = Mutex::new(Vec::new());
 
 /// One attachment: the lease keeps the VM alive while this process runs.
@@ -125,7 +125,7 @@ async fn acquire(spec: ClusterSpec) -> Result<Cluster> {
         None if from_setup_script.is_some() => {
             return Err(Error::UnknownInstance {
                 instance: name.to_string(),
-                state_dir: state.instance_dir(""),
+                state_dir: state.root().to_owned(),
             });
         }
         None => {
@@ -265,7 +265,7 @@ fn install_panic_hook() {
     });
 }
 
-/// The message that tells a developer how to inspect a kept VM.
+/// Formats the hint that shows a developer how to inspect a kept VM.
 fn keep_hint(attachment: &Attachment) -> String {
     let name = &attachment.instance;
     format!(
