@@ -72,14 +72,20 @@ impl From<Option<Vec<u8>>> for Stdin {
 ///
 /// The command's own stdio settings and process group are overwritten. A failure to read a
 /// [`Stdin::Reader`] source is an error even when the command exits 0, because the command then
-/// saw truncated input.
+/// saw truncated input. `on_spawn` gets the pid of the started command before the runner waits
+/// for it; the command leads its own process group, so that pid is also the group's id.
 ///
 /// # Errors
 ///
 /// [`Error::Spawn`] when the program cannot be started, [`Error::TimedOut`] after the deadline
 /// (the process group has been killed by then), and [`Error::Io`] when waiting fails. A
 /// non-zero exit is not an error here.
-pub(crate) fn run(mut command: Command, deadline: Duration, stdin: Stdin) -> Result<Output> {
+pub(crate) fn run_observed(
+    mut command: Command,
+    deadline: Duration,
+    stdin: Stdin,
+    on_spawn: impl FnOnce(u32),
+) -> Result<Output> {
     let rendered = render(&command);
     command
         .stdin(if matches!(stdin, Stdin::Null) {
@@ -98,6 +104,7 @@ pub(crate) fn run(mut command: Command, deadline: Duration, stdin: Stdin) -> Res
         program_hint: None,
         error,
     })?;
+    on_spawn(child.id());
 
     let pipes = start_io_threads(&mut child, stdin);
     let (stdout_drain, stderr_drain, feeder) = match pipes {
@@ -336,6 +343,10 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+
+    fn run(command: Command, deadline: Duration, stdin: Stdin) -> Result<Output> {
+        run_observed(command, deadline, stdin, |_| {})
+    }
 
     /// Writes an executable `#!/bin/sh` script into `dir`.
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -605,5 +616,26 @@ mod tests {
             pgid, pid,
             "the script is not the leader of its own process group"
         );
+    }
+
+    #[test]
+    fn observer_gets_the_pid_of_the_running_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(dir.path(), "pid", "echo $$");
+        let mut observed = None;
+
+        let output = run_observed(
+            Command::new(&path),
+            Duration::from_secs(10),
+            Stdin::Null,
+            |pid| observed = Some(pid),
+        )
+        .unwrap();
+
+        let printed: u32 = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(observed, Some(printed));
     }
 }

@@ -261,6 +261,28 @@ impl Limactl {
     /// failures: delete it), [`Error::InsecureSshKey`], [`Error::InvalidInstanceName`] when the
     /// name does not fit this `LIMA_HOME`, [`Error::InvalidSpec`], [`Error::TimedOut`].
     pub fn create_and_start(&self, spec: &LimaSpec) -> Result<()> {
+        self.create_and_start_observed(spec, |_| {})
+    }
+
+    /// Works like [`create_and_start`](Self::create_and_start), and passes the pid of
+    /// `limactl start` to `on_spawn` as soon as it runs, before the boot finishes.
+    ///
+    /// `limactl start` leads its own process group, and it keeps booting when its caller dies:
+    /// it goes on writing the instance directory and starts the host agent. A caller that may
+    /// be killed mid-boot should record this pid (with the process's start time, against pid
+    /// reuse), so that whoever deletes the half-booted instance can first kill that process
+    /// group. A `limactl delete` that runs while the old `limactl start` still works can leave
+    /// a second, unrecorded VM behind. Nothing is recorded if the caller dies between the spawn
+    /// and `on_spawn`; that window is a few system calls wide.
+    ///
+    /// # Errors
+    ///
+    /// As for [`create_and_start`](Self::create_and_start).
+    pub fn create_and_start_observed(
+        &self,
+        spec: &LimaSpec,
+        on_spawn: impl FnOnce(u32),
+    ) -> Result<()> {
         spec.name.check_lima_home(&self.lima_home)?;
         validate_spec(spec)?;
         preflight::check_ssh_key(&self.lima_home)?;
@@ -273,7 +295,12 @@ impl Limactl {
         let args = spec.start_args_with(param_style);
 
         info!(instance = %spec.name, template = %spec.template, "creating and starting Lima instance");
-        let (rendered, output) = self.run(&args, spec.start_timeout + START_TIMEOUT_MARGIN)?;
+        let (rendered, output) = self.run_observed(
+            &args,
+            spec.start_timeout + START_TIMEOUT_MARGIN,
+            command::Stdin::Null,
+            on_spawn,
+        )?;
         if !output.status.success() {
             return Err(self.start_error(&spec.name, rendered, &output));
         }
@@ -459,13 +486,23 @@ impl Limactl {
         self.run_with_stdin(args, deadline, command::Stdin::Null)
     }
 
-    /// Runs limactl with `args` after the preflight checks; returns the rendered command line
-    /// with the output.
     fn run_with_stdin(
         &self,
         args: &[String],
         deadline: Duration,
         stdin: command::Stdin,
+    ) -> Result<(String, Output)> {
+        self.run_observed(args, deadline, stdin, |_| {})
+    }
+
+    /// Runs limactl with `args` after the preflight checks, passing its pid to `on_spawn` once
+    /// it runs; returns the rendered command line with the output.
+    fn run_observed(
+        &self,
+        args: &[String],
+        deadline: Duration,
+        stdin: command::Stdin,
+        on_spawn: impl FnOnce(u32),
     ) -> Result<(String, Output)> {
         preflight::reject_root((self.effective_uid)())?;
         if self.lima_home.as_os_str().is_empty() {
@@ -476,7 +513,7 @@ impl Limactl {
 
         let command = self.base_command(args, &work_dir);
         let rendered = command::render(&command);
-        match command::run(command, deadline, stdin) {
+        match command::run_observed(command, deadline, stdin, on_spawn) {
             Ok(output) => Ok((rendered, output)),
             Err(Error::Spawn { command, error, .. }) => Err(Error::Spawn {
                 program_hint: (error.kind() == std::io::ErrorKind::NotFound)
