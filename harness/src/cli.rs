@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use lima_provisioner::InstanceName;
 
 use crate::Cluster;
+use crate::booting;
 use crate::error::{Error, Result};
 use crate::shared::{INSTANCE_ENV, KUBECONFIG_ENV};
 use crate::spec::{ClusterSpec, parse_duration};
@@ -162,9 +163,12 @@ async fn up(args: UpArgs) -> Result<()> {
     spec = spec.instance_name(name.clone());
 
     // Lima's host agent outlives an interrupted `limactl start`, so Ctrl-C must delete the VM
-    // that is booting. Only this command handles signals; test processes never do.
+    // that is booting. Only this command handles signals; test processes never do. The boot
+    // runs as its own task because it blocks its thread while limactl runs, and this select
+    // must still see the signal.
+    let boot = tokio::spawn(Cluster::start(spec.clone()));
     let cluster = tokio::select! {
-        started = Cluster::start(spec.clone()) => started?,
+        started = boot => started.expect("the boot task does not panic")?,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("k3s-harness: interrupted; deleting instance `{name}`");
             delete_interrupted(&spec, &name);
@@ -190,15 +194,23 @@ async fn up(args: UpArgs) -> Result<()> {
 
 /// Deletes the instance an interrupted `up` was booting, and the harness's files for it.
 fn delete_interrupted(spec: &ClusterSpec, name: &str) {
+    let state = crate::cluster::state_dir_for(spec);
     let deleted = crate::cluster::limactl_for(spec).and_then(|limactl| {
         let instance = InstanceName::new(name, limactl.lima_home())?;
-        lima_provisioner::Provisioner::new(limactl).destroy(&instance)?;
+        let provisioner = lima_provisioner::Provisioner::new(limactl);
+        match &state {
+            // `limactl start` runs in its own process group, so Ctrl-C did not reach it.
+            Ok(state) => {
+                booting::destroy_instance(&provisioner, &instance, &state.instance_dir(name))?
+            }
+            Err(_) => provisioner.destroy(&instance)?,
+        }
         Ok(())
     });
     if let Err(error) = deleted {
         eprintln!("error: failed to delete instance `{name}`: {error}");
     }
-    if let Ok(state) = crate::cluster::state_dir_for(spec) {
+    if let Ok(state) = state {
         let _ = state.remove_instance_dir(name);
     }
 }
@@ -325,7 +337,7 @@ fn down(name: &str) -> Result<()> {
     let state = StateDir::from_env()?;
     let record = state.read_record(name)?;
     let instance = InstanceName::new(name, &record.lima_home)?;
-    record.provisioner().destroy(&instance)?;
+    booting::destroy_instance(&record.provisioner(), &instance, &state.instance_dir(name))?;
     state.remove_instance_dir(name)?;
     eprintln!("Deleted instance `{name}`.");
     Ok(())

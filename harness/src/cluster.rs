@@ -9,6 +9,7 @@ use lima_provisioner::{
 };
 use tokio::time::Instant;
 
+use crate::booting::BootingMarker;
 use crate::converge::{self, ConvergeError, ConvergeOptions, ConvergeReport};
 use crate::error::{Error, Result};
 use crate::namespace::TestNamespace;
@@ -132,9 +133,26 @@ impl Cluster {
         }
 
         tracing::info!(instance = %cluster.name, api_port, "starting k3s in a Lima VM");
+        let dir = cluster.state.instance_dir(cluster.name.as_str());
+        let marker = BootingMarker::for_this_process();
+        let _booting = marker.write(&dir)?;
         let boot = {
             let provisioner = &cluster.provisioner;
-            blocking(move || provisioner.limactl().create_and_start(&lima_spec)).await
+            let dir = &dir;
+            blocking(move || {
+                provisioner
+                    .limactl()
+                    .create_and_start_observed(&lima_spec, |pid| {
+                        let marker = BootingMarker {
+                            limactl_start: ProcessId::of(pid),
+                            ..marker
+                        };
+                        if let Err(error) = marker.replace(dir) {
+                            tracing::warn!(%error, "failed to record the pid of `limactl start`");
+                        }
+                    })
+            })
+            .await
         };
         match boot {
             Ok(()) => {}

@@ -10,6 +10,7 @@ use std::fs::TryLockError;
 
 use lima_provisioner::InstanceName;
 
+use crate::booting;
 use crate::error::{Error, Result};
 use crate::reaper;
 use crate::state::{self, StateDir};
@@ -87,7 +88,7 @@ fn collect_one(state: &StateDir, name: &str) -> Result<Option<String>> {
     }
 
     let instance = InstanceName::new(name, &record.lima_home)?;
-    record.provisioner().destroy(&instance)?;
+    booting::destroy_instance(&record.provisioner(), &instance, &dir)?;
     drop(lock);
     state.remove_instance_dir(name)?;
     Ok(None)

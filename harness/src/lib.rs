@@ -19,6 +19,7 @@
 //! port of its own, rewrites the kubeconfig for that port, waits until the cluster can run pods,
 //! and deletes the VM when the [`Cluster`] is dropped or shut down.
 
+mod booting;
 mod cluster;
 mod converge;
 mod diagnostics;

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::booting;
 use crate::error::{Error, Result};
 use crate::spec::DestroyPolicy;
 use crate::state::{self, ClusterRecord, StateDir};
@@ -129,7 +130,13 @@ pub(crate) fn end_run(dir: &Path) {
     log(&format!("deleting instance `{}`", record.instance));
     let deleted = lima_provisioner::InstanceName::new(&record.instance, &record.lima_home)
         .map_err(Error::from)
-        .and_then(|name| Ok(record.provisioner().destroy(&name)?));
+        .and_then(|name| {
+            Ok(booting::destroy_instance(
+                &record.provisioner(),
+                &name,
+                dir,
+            )?)
+        });
     match deleted {
         Ok(()) => {
             if let Err(error) = state.remove_instance_dir(&record.instance) {

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::run::Run;
 use crate::spec::{ClusterSpec, DestroyPolicy};
 use crate::state::{self, StateDir};
-use crate::{gc, reaper};
+use crate::{booting, gc, reaper};
 
 /// Variable naming an instance that a nextest setup script booted for the run.
 pub const INSTANCE_ENV: &str = "K3S_HARNESS_INSTANCE";
@@ -95,7 +95,7 @@ async fn acquire(spec: ClusterSpec) -> Result<Cluster> {
         Some(record) if !record.ready && from_setup_script.is_none() => {
             tracing::warn!(instance = %name, "the process booting this cluster died; booting it again");
             remove_leftover(&provisioner, &state, &name).await?;
-            boot(spec, name, provisioner, &state, &run, &dir).await?
+            boot(spec, name, provisioner, &state, &run).await?
         }
         Some(record) => {
             if record.fingerprint != spec.fingerprint() {
@@ -119,7 +119,7 @@ async fn acquire(spec: ClusterSpec) -> Result<Cluster> {
             } else {
                 tracing::warn!(instance = %name, "the recorded cluster is not running; booting it again");
                 remove_leftover(&provisioner, &state, &name).await?;
-                boot(spec, name, provisioner, &state, &run, &dir).await?
+                boot(spec, name, provisioner, &state, &run).await?
             }
         }
         None if from_setup_script.is_some() => {
@@ -130,7 +130,7 @@ async fn acquire(spec: ClusterSpec) -> Result<Cluster> {
         }
         None => {
             remove_leftover(&provisioner, &state, &name).await?;
-            boot(spec, name, provisioner, &state, &run, &dir).await?
+            boot(spec, name, provisioner, &state, &run).await?
         }
     };
 
@@ -169,11 +169,16 @@ fn stale_fingerprint(name: &InstanceName, recorded: &str, spec: &ClusterSpec) ->
 }
 
 /// Deletes an instance that has no usable record: a process that was booting it died.
+///
+/// The dead process's `limactl start` may still be running; it is killed first, because it
+/// would go on creating the instance that this deletes.
 async fn remove_leftover(
     provisioner: &Provisioner,
     state: &StateDir,
     name: &InstanceName,
 ) -> Result<()> {
+    let dir = state.instance_dir(name.as_str());
+    blocking(|| booting::stop_abandoned_start(&dir)).await;
     let exists = blocking(|| provisioner.exists(name)).await?;
     if exists {
         tracing::warn!(instance = %name, "deleting a half-booted instance left by a process that died while booting it");
@@ -189,20 +194,13 @@ async fn boot(
     provisioner: Provisioner,
     state: &StateDir,
     run: &Run,
-    dir: &Path,
 ) -> Result<Cluster> {
-    let booting = dir.join(state::BOOTING_FILE);
-    std::fs::write(&booting, std::process::id().to_string())
-        .map_err(|error| Error::io("write", &booting, error))?;
-
     let owner = BootOwner {
         owner: run.owner,
         run_key: Some(run.key.clone()),
         start_reaper: !spec.reuse,
     };
-    let booted = Cluster::boot(spec, name, provisioner, state.clone(), owner).await;
-    let _ = std::fs::remove_file(&booting);
-    booted
+    Cluster::boot(spec, name, provisioner, state.clone(), owner).await
 }
 
 /// Takes this process's lease on the cluster and remembers it for the exit and panic hooks.

@@ -1,7 +1,8 @@
 //! One cluster per test run. These tests drive nested runs of the `shared-suite` fixture crate
-//! (16 tests that call `Cluster::shared`) against the fake `limactl`: under cargo-nextest,
-//! `cargo test` and a test binary run directly, with the runner or a test killed, with two runs
-//! at once, with each destroy policy and reuse. They also cover `k3s-harness gc`.
+//! (16 tests that call `Cluster::shared`) against the fake `limactl`. The runs go through
+//! cargo-nextest, `cargo test` and a test binary run directly. Some kill the runner or a test,
+//! one runs two suites at once, and others cover each destroy policy, reuse and
+//! `k3s-harness gc`.
 //!
 //! Every test polls with a deadline instead of sleeping, and its guards stop the nested
 //! processes and delete the fake instances it created, even when it fails.
@@ -21,7 +22,8 @@ use nix::unistd::Pid;
 
 use nested::{
     NestedProcess, RUN_TIMEOUT, SUITE_TESTS, build_suite, cargo, cargo_nextest, listed,
-    nextest_args, one_cluster, read_results, reaper_log, suite_command, wait_until,
+    nextest_args, one_cluster, processes_with_argument, read_results, reaper_log, suite_command,
+    wait_until,
 };
 
 /// Bound on the VM's deletion after a run ends normally.
@@ -36,8 +38,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bound on the reaper's decision to keep a VM and on its exit afterwards.
 const REAPER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long each test holds the cluster in the runs that are interrupted, so that the signal
-/// lands while tests hold their leases.
+/// How long each test keeps using the cluster in the runs that are interrupted, so that the
+/// signal lands while tests hold their leases.
 const HOLD_MS: &str = "2000";
 
 /// The simulated host, a scratch directory and the suite's test binaries.
@@ -100,11 +102,13 @@ impl Fixture {
         }
     }
 
-    /// Waits until a process of `run` is inside `limactl start`, and returns the instance and
-    /// the booting process's pid.
+    /// Waits until a process of `run` is inside `limactl start` and Lima lists the instance,
+    /// and returns the instance and the booting process's pid.
     ///
-    /// The booting process writes its pid to `<state>/<instance>/booting`, then a record with
-    /// `"ready": false`, then runs `limactl start`. The record becomes ready after the boot.
+    /// The booting process writes a record with `"ready": false` and a marker naming itself
+    /// (`<state>/<instance>/booting`, JSON), then runs `limactl start` and adds its pid to the
+    /// marker. The record becomes ready after the boot, so a listed instance with a record
+    /// that is not ready is a VM in the middle of booting.
     #[track_caller]
     fn wait_for_boot(&self, run: &mut NestedProcess) -> (String, i32) {
         let lima = &self.lima;
@@ -112,12 +116,13 @@ impl Fixture {
         let waited = wait_until(BOOT_TIMEOUT, || {
             booting = state_instances(lima).into_iter().find_map(|name| {
                 let record = read_record(lima, &name)?;
-                if record["ready"] != false || lima.count("start") == 0 {
+                if record["ready"] != false || !listed(lima, &name) {
                     return None;
                 }
-                let text =
-                    std::fs::read_to_string(lima.state_dir().join(&name).join("booting")).ok()?;
-                let pid: i32 = text.trim().parse().ok()?;
+                let marker = std::fs::read(lima.state_dir().join(&name).join("booting")).ok()?;
+                let marker: serde_json::Value = serde_json::from_slice(&marker).ok()?;
+                marker["limactl_start"].as_object()?;
+                let pid = i32::try_from(marker["booter"]["pid"].as_u64()?).ok()?;
                 Some((name, pid))
             });
             booting.is_some() || run.try_finished().is_some()
@@ -154,14 +159,22 @@ impl Fixture {
         );
     }
 
-    /// Waits until `run` left no process behind (test processes, reapers, fake VMs).
+    /// Waits until `run` left no process behind: no process carries its marker (test
+    /// processes, reapers) and no process names a file in this host's Lima home (the fake's host
+    /// agents and VMs).
     #[track_caller]
     fn assert_no_processes_left(&self, run: &NestedProcess) {
-        let exited = wait_until(REAPER_TIMEOUT, || run.processes().is_empty());
+        let home = self.lima.home().to_string_lossy().into_owned();
+        let leftovers = || {
+            let mut processes = run.processes();
+            processes.extend(processes_with_argument(&home));
+            processes
+        };
+        let exited = wait_until(REAPER_TIMEOUT, || leftovers().is_empty());
         assert!(
             exited.is_some(),
             "processes of the nested run are still running: {:#?}",
-            run.processes()
+            leftovers()
                 .iter()
                 .map(|process| (process.pid, &process.command_line))
                 .collect::<Vec<_>>()
@@ -202,7 +215,52 @@ impl Fixture {
     }
 }
 
-/// Instance directories in the harness's state directory.
+impl Drop for Fixture {
+    /// Deletes every instance of this host, then kills the processes still naming a file in its
+    /// Lima home: fake VMs whose instance directory a deletion removed while they started. The
+    /// host's own guard runs afterwards and finds nothing left. Nothing here panics, because a
+    /// panic while the test unwinds would abort the test binary.
+    fn drop(&mut self) {
+        let instances = std::fs::read_dir(self.lima.home())
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.path().is_dir())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('_'));
+        for name in instances {
+            let mut delete = self.lima.command();
+            delete.args(["delete", "--tty=false", "-f", &name]);
+            run_quietly(delete, DELETE_TIMEOUT);
+        }
+        let home = self.lima.home().to_string_lossy().into_owned();
+        for process in processes_with_argument(&home) {
+            let _ = kill(Pid::from_raw(process.pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Bound on one `limactl delete -f` of a fake instance during cleanup.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `command` with its output discarded, and kills it after `timeout`. Failures are
+/// ignored: this is cleanup after the checks.
+fn run_quietly(mut command: Command, timeout: Duration) {
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let Ok(mut child) = command.spawn() else {
+        return;
+    };
+    let exited = wait_until(timeout, || child.try_wait().ok().flatten().is_some());
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Lists the instance directories in the harness's state directory.
 fn state_instances(lima: &SimulatedLima) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(lima.state_dir()) else {
         return Vec::new();
@@ -545,10 +603,10 @@ fn booting_test_sigkill_leaves_one_vm() {
     );
     let (recorded, _) = one_cluster(&lines);
     assert_eq!(recorded, instance, "the run keeps its instance name");
-    let starts = lima.count("start");
-    assert!(
-        (1..=2).contains(&starts),
-        "at most the interrupted boot and one more: {:?}",
+    assert_eq!(
+        lima.count("start"),
+        2,
+        "the interrupted boot and one more: {:?}",
         lima.invocations()
     );
     fixture.assert_deleted_within(&instance, DELETE_AFTER_RUN, finished.at);
@@ -800,7 +858,8 @@ fn write_record(lima: &SimulatedLima, name: &str, port: u16, owner: (u32, u64), 
     .unwrap();
 }
 
-/// Pid and start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`) of this process.
+/// Returns the pid and start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`) of
+/// this process.
 fn current_process_identity() -> (u32, u64) {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("procfs is mounted");
     let after_name = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
@@ -812,7 +871,7 @@ fn current_process_identity() -> (u32, u64) {
     (std::process::id(), start_time)
 }
 
-/// Pid of a process that has exited and been reaped.
+/// Returns the pid of a process that has exited and been reaped.
 fn dead_pid() -> u32 {
     let mut child = Command::new("true")
         .stdin(std::process::Stdio::null())
@@ -825,28 +884,29 @@ fn dead_pid() -> u32 {
 
 #[test]
 fn gc_deletes_only_orphans() {
-    let lima = SimulatedLima::new();
-    let scratch = tempfile::tempdir().unwrap();
+    let fixture = Fixture::new();
+    let lima = &fixture.lima;
+    let scratch = &fixture.scratch;
 
     let orphan = "k3sh-gc-orphan";
     let live = "k3sh-gc-live";
     let kept_orphan = "k3sh-gc-kept";
     let other = "other";
-    let port = start_directly(&lima, scratch.path(), orphan);
-    write_record(&lima, orphan, port, (dead_pid(), 1), false);
-    let port = start_directly(&lima, scratch.path(), live);
-    write_record(&lima, live, port, current_process_identity(), false);
-    let port = start_directly(&lima, scratch.path(), kept_orphan);
-    write_record(&lima, kept_orphan, port, (dead_pid(), 1), true);
-    start_directly(&lima, scratch.path(), other);
+    let port = start_directly(lima, scratch.path(), orphan);
+    write_record(lima, orphan, port, (dead_pid(), 1), false);
+    let port = start_directly(lima, scratch.path(), live);
+    write_record(lima, live, port, current_process_identity(), false);
+    let port = start_directly(lima, scratch.path(), kept_orphan);
+    write_record(lima, kept_orphan, port, (dead_pid(), 1), true);
+    start_directly(lima, scratch.path(), other);
 
     let mut command = suite_command(
         workspace_binary("k3s-harness"),
-        &lima,
+        lima,
         &scratch.path().join("gc.results.jsonl"),
     );
     command.arg("gc");
-    let mut gc = NestedProcess::spawn("gc", command, scratch.path(), &lima);
+    let mut gc = NestedProcess::spawn("gc", command, scratch.path(), lima);
     let finished = gc.wait(Duration::from_secs(60));
 
     assert!(finished.status.success(), "gc succeeds:\n{}", gc.output());
