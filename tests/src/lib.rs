@@ -320,6 +320,33 @@ impl Default for SimulatedLima {
     }
 }
 
+impl SimulatedLima {
+    /// Lists the live processes whose command line names a file in this Lima home, as pid and
+    /// command line: the fake's host agents, simulated VMs and sshds. Empty once every
+    /// instance is gone.
+    pub fn processes(&self) -> Vec<(i32, String)> {
+        let home = self.home.to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+                let raw = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let command_line = raw
+                    .split(|byte| *byte == 0)
+                    .map(String::from_utf8_lossy)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                command_line
+                    .contains(&home)
+                    .then(|| (pid, command_line.trim().to_owned()))
+            })
+            .collect()
+    }
+}
+
 impl Drop for SimulatedLima {
     fn drop(&mut self) {
         let created = instance_dirs(&self.home)

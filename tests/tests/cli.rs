@@ -1,7 +1,12 @@
 //! The `k3s-harness` command against the fake `limactl`, used from a shell the way a developer
 //! would: `up`, then `kubectl --kubeconfig`, then `down`.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 
 use k3s_harness_tests::{Component, SimulatedLima, components_present, workspace_binary};
 
@@ -203,4 +208,74 @@ fn killed_up_leaves_vm_that_gc_deletes() {
         !lima.instance_names().contains(&"k3sh-killed".to_owned()),
         "the VM is gone"
     );
+}
+
+#[test]
+fn ctrl_c_during_up_deletes_the_booting_vm() {
+    let lima = SimulatedLima::new();
+    let name = "k3sh-interrupted";
+    let scratch = tempfile::tempdir().unwrap();
+    let stderr_path = scratch.path().join("up.stderr");
+    let mut up = Command::new(workspace_binary("k3s-harness"))
+        .args(["up", "--name", name])
+        .env("LIMACTL", lima.limactl())
+        .env("LIMA_HOME", lima.home())
+        .env("K3S_HARNESS_STATE_DIR", lima.state_dir())
+        .env("FAKE_LIMACTL_LOG", lima.log_path())
+        .env("FAKE_LIMACTL_BOOT_DELAY_MS", "4000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .process_group(0)
+        .spawn()
+        .expect("k3s-harness runs");
+    let group = Pid::from_raw(i32::try_from(up.id()).unwrap());
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+
+    // Ctrl-C reaches the terminal's foreground process group: `k3s-harness up`, but not the
+    // `limactl start` it runs, which leads a process group of its own.
+    let marker = lima.state_dir().join(name).join("booting");
+    let booting = wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&marker).is_ok_and(|text| text.contains("\"limactl_start\":{"))
+            && lima.instance_names().contains(&name.to_owned())
+    });
+    assert!(booting, "limactl start never ran:\n{}", stderr());
+    killpg(group, Signal::SIGINT).expect("the up process group can be signalled");
+    let status = up.wait().unwrap();
+
+    assert_eq!(status.code(), Some(130), "{}", stderr());
+    assert!(
+        stderr().contains("interrupted; deleting instance"),
+        "{}",
+        stderr()
+    );
+    assert_eq!(
+        lima.instance_names(),
+        Vec::<String>::new(),
+        "the VM is gone"
+    );
+    assert!(
+        !lima.state_dir().join(name).exists(),
+        "the harness's files for it are gone"
+    );
+    let exited = wait_until(Duration::from_secs(10), || lima.processes().is_empty());
+    assert!(
+        exited,
+        "the fake VM's processes still run: {:?}",
+        lima.processes()
+    );
+}
+
+/// Polls `done` every 20 ms until it holds or `timeout` has passed; returns whether it held.
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
