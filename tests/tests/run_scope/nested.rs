@@ -297,8 +297,8 @@ impl NestedProcess {
         Self::spawn_beside(label, command, scratch, lima.limactl())
     }
 
-    /// Like [`spawn`](Self::spawn), for a command that needs no simulated host; `limactl` is
-    /// the fake whose processes the drop leaves alone.
+    /// Works like [`spawn`](Self::spawn) for a command that needs no simulated host. The drop
+    /// leaves the processes of the fake `limactl` at `limactl` alone.
     pub fn spawn_beside(label: &str, mut command: Command, scratch: &Path, limactl: &Path) -> Self {
         let marker = command
             .get_envs()
@@ -460,6 +460,28 @@ impl RunProcess {
 /// Lists every live process of this user whose environment contains the entry `entry`.
 /// Zombies have no readable environment, so they are skipped.
 pub fn processes_with_env(entry: &str) -> Vec<RunProcess> {
+    live_processes()
+        .into_iter()
+        .filter(|process| {
+            process
+                .environment
+                .iter()
+                .any(|candidate| candidate == entry)
+        })
+        .collect()
+}
+
+/// Lists every live process of this user whose command line contains `fragment`, such as the
+/// fake `limactl`'s host agents and VMs, whose arguments name files in their Lima home.
+pub fn processes_with_argument(fragment: &str) -> Vec<RunProcess> {
+    live_processes()
+        .into_iter()
+        .filter(|process| process.command_line.contains(fragment))
+        .collect()
+}
+
+/// Lists every process other than this one whose environment this user can read.
+fn live_processes() -> Vec<RunProcess> {
     let Ok(proc_entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -483,9 +505,6 @@ pub fn processes_with_env(entry: &str) -> Vec<RunProcess> {
             .split(|byte| *byte == 0)
             .map(|part| String::from_utf8_lossy(part).into_owned())
             .collect();
-        if !environment.iter().any(|candidate| candidate == entry) {
-            continue;
-        }
         let command_line = std::fs::read(proc_entry.path().join("cmdline"))
             .map(|raw| {
                 raw.split(|byte| *byte == 0)
