@@ -1,10 +1,10 @@
 //! The `booting` marker: which process boots an instance, and which `limactl start` it runs.
 //!
 //! `limactl start` leads its own process group, so it survives the death of the process that
-//! ran it and goes on creating the instance. Whoever deletes a half-booted instance (the next
-//! process of the run, the reaper, `k3s-harness gc` or `down`, an interrupted `up`) first kills
-//! that `limactl start`; a `limactl delete` that runs beside it can leave a second VM behind
-//! under the same name.
+//! ran it and goes on creating the instance. Every path that deletes a half-booted instance (the
+//! next process of the run, the reaper, `k3s-harness gc` and `down`, an interrupted `up`) first
+//! kills that `limactl start`, because a `limactl delete` that runs beside it can leave a second
+//! VM behind under the same name.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ pub(crate) struct BootingMarker {
 }
 
 impl BootingMarker {
-    /// A marker for a boot by this process that has not started limactl yet.
+    /// Returns the marker of a boot by this process that has not started limactl yet.
     pub(crate) fn for_this_process() -> Self {
         BootingMarker {
             booter: ProcessId::current(),
@@ -62,7 +62,7 @@ impl BootingMarker {
             .map_err(|error| Error::io("write the booting marker", path, error))
     }
 
-    /// Reads the marker in `dir`; `None` when there is none or it cannot be parsed.
+    /// Reads the marker in `dir`. Returns `None` when there is none or it cannot be parsed.
     pub(crate) fn read(dir: &Path) -> Option<Self> {
         let bytes = std::fs::read(dir.join(BOOTING_FILE)).ok()?;
         serde_json::from_slice(&bytes).ok()

@@ -3,8 +3,10 @@
 //! `<state dir>/<instance>/` contains the rewritten kubeconfig (`kubeconfig.yaml`, mode 0600),
 //! `cluster.json` (the [`ClusterRecord`], which lets other processes find and attach to the
 //! cluster), `lock` (held exclusively while a process boots or inspects the instance), `lease`
-//! (held shared by every process attached to a run's cluster), `booting` (the pid of the process
-//! that is booting), `failed` (present once a test of the run has failed) and `reaper.log`. The state dir is `K3S_HARNESS_STATE_DIR`, else `$XDG_STATE_HOME/k3s-harness`,
+//! (held shared by every process attached to a run's cluster), `booting` (the process that is
+//! booting the instance and its `limactl start`), `failed` (present once a test of the run has
+//! failed) and `reaper.log`. The state dir is `K3S_HARNESS_STATE_DIR`, else
+//! `$XDG_STATE_HOME/k3s-harness`,
 //! else `~/.local/state/k3s-harness`; it is created with mode 0700 because kubeconfigs carry
 //! client keys.
 
@@ -31,7 +33,7 @@ pub(crate) const LOCK_FILE: &str = "lock";
 /// Name of the file that every attached process holds a shared lock on.
 pub(crate) const LEASE_FILE: &str = "lease";
 
-/// Name of the file holding the pid of the process that is booting the instance.
+/// Name of the marker that names the process booting the instance; see [`crate::booting`].
 pub(crate) const BOOTING_FILE: &str = "booting";
 
 /// Name of the marker written when a test of the run fails.
