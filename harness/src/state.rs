@@ -49,7 +49,11 @@ pub(crate) struct StateDir {
 }
 
 impl StateDir {
+    /// Uses `root`, made absolute against the current directory: the processes of a run (test
+    /// binaries of several crates, the reaper) start in different directories and must all
+    /// find the same files.
     pub(crate) fn new(root: PathBuf) -> Self {
+        let root = std::path::absolute(&root).unwrap_or(root);
         StateDir { root }
     }
 
@@ -71,7 +75,7 @@ impl StateDir {
                     .to_owned(),
             });
         };
-        Ok(StateDir { root })
+        Ok(StateDir::new(root))
     }
 
     pub(crate) fn root(&self) -> &Path {
@@ -260,6 +264,17 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_root_made_absolute() {
+        let state = StateDir::new(PathBuf::from("target/state"));
+
+        assert!(state.root().is_absolute());
+        assert_eq!(
+            state.root(),
+            std::env::current_dir().unwrap().join("target/state")
+        );
+    }
 
     #[test]
     fn instance_dir_is_private() {

@@ -99,7 +99,7 @@ impl Limactl {
         let program = non_empty(lookup("LIMACTL")).unwrap_or_else(|| DEFAULT_PROGRAM.into());
         let lima_home = default_lima_home(&lookup).ok_or(Error::LimaHomeUnknown)?;
         Ok(Self {
-            program: program.into(),
+            program: program_path(program.into()),
             lima_home: absolute(&PathBuf::from(lima_home)),
             work_dir: None,
             env: Vec::new(),
@@ -115,7 +115,7 @@ impl Limactl {
             .map(|home| absolute(&PathBuf::from(home)))
             .unwrap_or_default();
         Self {
-            program: program.into(),
+            program: program_path(program.into()),
             lima_home,
             work_dir: None,
             env: Vec::new(),
@@ -123,10 +123,12 @@ impl Limactl {
         }
     }
 
-    /// Runs `program` instead of the binary chosen at construction.
+    /// Runs `program` instead of the binary chosen at construction. A path with a directory
+    /// part is made absolute against the current directory, because limactl runs in its own
+    /// working directory; a bare name is looked up on `PATH`.
     #[must_use]
     pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
-        self.program = program.into();
+        self.program = program_path(program.into());
         self
     }
 
@@ -643,6 +645,16 @@ fn default_lima_home(lookup: &impl Fn(&str) -> Option<OsString>) -> Option<OsStr
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Makes a program path with a directory part (`./bin/limactl`) absolute, and leaves a bare
+/// name (`limactl`) for the `PATH` lookup.
+fn program_path(program: PathBuf) -> PathBuf {
+    if program.components().count() > 1 {
+        absolute(&program)
+    } else {
+        program
+    }
 }
 
 fn strings<const N: usize>(args: [&str; N]) -> Vec<String> {

@@ -155,6 +155,21 @@ fn lima_home_env_and_work_dir_passed() {
 }
 
 #[test]
+fn relative_program_path_made_absolute() {
+    let limactl = Limactl::new("limactl").with_program("bin/limactl");
+
+    assert!(limactl.program().is_absolute());
+    assert!(limactl.program().ends_with("bin/limactl"));
+}
+
+#[test]
+fn bare_program_name_left_for_path_lookup() {
+    let limactl = Limactl::new("/opt/lima/limactl").with_program("limactl");
+
+    assert_eq!(limactl.program(), Path::new("limactl"));
+}
+
+#[test]
 fn relative_lima_home_made_absolute() {
     let limactl = Limactl::new("limactl").with_lima_home("relative/lima");
     assert!(limactl.lima_home().is_absolute());
