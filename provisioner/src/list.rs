@@ -4,7 +4,7 @@
 //! pretty-printed multi-line objects when it is, and one release candidate printed a single
 //! array (<https://github.com/lima-vm/lima/issues/1280>). The parser therefore reads a stream
 //! of JSON values and accepts objects and arrays of objects. Only `name` is required, unknown
-//! keys are ignored, and `null` counts as absent.
+//! keys are ignored, and `null` or a value of an unexpected type counts as absent.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,75 +22,75 @@ pub struct Instance {
     /// The instance name.
     pub name: String,
     /// The guest hostname, `lima-<name>` with `.` and `_` turned into `-`.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub hostname: Option<String>,
     /// The instance status.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub status: Option<InstanceStatus>,
     /// The absolute instance directory.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub dir: Option<PathBuf>,
     /// The VM driver: `vz`, `qemu`, `wsl2`, `krunkit`, ...
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub vm_type: Option<String>,
     /// The guest architecture, for example `aarch64` or `x86_64`.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub arch: Option<String>,
     /// Number of virtual CPUs.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub cpus: Option<u32>,
     /// Guest memory in bytes.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub memory: Option<u64>,
     /// Disk size in bytes.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub disk: Option<u64>,
     /// The template's rendered `message` (for k3s, the `export KUBECONFIG=…` hint).
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub message: Option<String>,
     /// The configured networks (`network` in the JSON); they carry no IP addresses.
-    #[serde(default, rename = "network", deserialize_with = "null_as_default")]
+    #[serde(default, rename = "network", deserialize_with = "tolerant")]
     pub networks: Vec<serde_json::Value>,
     /// The host port that forwards to the guest's SSH server. For a stopped instance this is
     /// the stale port of the last run, read from `ssh.config`.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub ssh_local_port: Option<u16>,
     /// The address of the SSH port forward; always `127.0.0.1` in Lima 2.x.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub ssh_address: Option<String>,
     /// `<dir>/ssh.config`, listed even before the file exists.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub ssh_config_file: Option<PathBuf>,
     /// PID of the host agent; absent when stopped.
-    #[serde(default, rename = "hostAgentPID", deserialize_with = "null_as_default")]
+    #[serde(default, rename = "hostAgentPID", deserialize_with = "tolerant")]
     pub host_agent_pid: Option<u32>,
     /// PID of the VM process; absent when stopped.
-    #[serde(default, rename = "driverPID", deserialize_with = "null_as_default")]
+    #[serde(default, rename = "driverPID", deserialize_with = "tolerant")]
     pub driver_pid: Option<u32>,
     /// Errors Lima found while loading the instance, as raw JSON: Lima encodes Go error
     /// structs here (for example `{"Op":"open","Path":…,"Err":2}`), not strings.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub errors: Vec<serde_json::Value>,
     /// The instance's `lima.yaml` with defaults filled in.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub config: Option<InstanceConfig>,
     /// Whether `limactl protect` was applied, which makes `limactl delete` fail.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub protected: Option<bool>,
     /// The Lima version that created the instance, with or without a leading `v`.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub lima_version: Option<String>,
     /// The template parameters.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub param: BTreeMap<String, String>,
     /// The autostart identifier, set only when launchd or systemd started the instance.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub auto_started_identifier: Option<String>,
     /// `LIMA_HOME` as limactl resolved it (a deprecated key, still printed by Lima 2.x).
-    #[serde(default, rename = "LimaHome", deserialize_with = "null_as_default")]
+    #[serde(default, rename = "LimaHome", deserialize_with = "tolerant")]
     pub lima_home: Option<PathBuf>,
     /// The SSH private key path (a deprecated key, still printed by Lima 2.x).
-    #[serde(default, rename = "IdentityFile", deserialize_with = "null_as_default")]
+    #[serde(default, rename = "IdentityFile", deserialize_with = "tolerant")]
     pub identity_file: Option<PathBuf>,
 }
 
@@ -181,19 +181,19 @@ impl<'de> Deserialize<'de> for InstanceStatus {
 #[serde(rename_all = "camelCase")]
 pub struct InstanceConfig {
     /// The guest user.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub user: Option<GuestUser>,
     /// Files the host agent copies from the guest once the instance is ready.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub copy_to_host: Vec<CopyToHost>,
     /// The port forwarding rules, as raw JSON.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub port_forwards: Vec<serde_json::Value>,
     /// The configured networks, as raw JSON.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub networks: Vec<serde_json::Value>,
     /// The host mounts, as raw JSON.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub mounts: Vec<serde_json::Value>,
 }
 
@@ -202,16 +202,16 @@ pub struct InstanceConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct GuestUser {
     /// The user name.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub name: Option<String>,
     /// The numeric user id.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub uid: Option<u32>,
     /// The home directory in the guest.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub home: Option<String>,
     /// The login shell.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub shell: Option<String>,
 }
 
@@ -220,13 +220,13 @@ pub struct GuestUser {
 #[serde(rename_all = "camelCase")]
 pub struct CopyToHost {
     /// The guest file.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub guest: Option<String>,
     /// The host file, rendered to an absolute path.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub host: Option<PathBuf>,
     /// Whether a graceful stop deletes the host copy.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "tolerant")]
     pub delete_on_stop: Option<bool>,
 }
 
@@ -333,13 +333,23 @@ fn snippet(text: &str, line: usize) -> String {
     }
 }
 
-/// Deserializes `null` as the type's default, so `"errors": null` reads as an empty list.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+/// Deserializes an optional field, reading `null` (`"errors": null`) and a value of another
+/// type than expected as the type's default. A field whose type changes in a later Lima
+/// release then reads as absent instead of hiding the whole instance, which the harness must
+/// still find to delete it.
+fn tolerant<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
+    T: serde::de::DeserializeOwned + Default,
 {
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+    let value = serde_json::Value::deserialize(deserializer)?;
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    Ok(serde_json::from_value(value).unwrap_or_else(|error| {
+        tracing::debug!(%error, "ignoring a `limactl list` field of an unexpected type");
+        T::default()
+    }))
 }
 
 #[cfg(test)]
@@ -569,6 +579,20 @@ mod tests {
         assert!(probe.param.is_empty());
         assert!(probe.config.is_none());
         assert_eq!(probe.cpus, None);
+    }
+
+    #[test]
+    fn field_of_unexpected_type_reads_as_absent() {
+        let input = r#"{"name":"drift","status":"Running","cpus":"four","sshLocalPort":"60022","memory":4294967296,"config":{"user":{"name":7}}}"#;
+        let instances = parse_list_output(input.as_bytes()).unwrap();
+        let drift = &instances[0];
+
+        assert_eq!(drift.name, "drift");
+        assert_eq!(drift.status, Some(InstanceStatus::Running));
+        assert_eq!(drift.cpus, None);
+        assert_eq!(drift.ssh_local_port, None);
+        assert_eq!(drift.memory, Some(4294967296));
+        assert_eq!(drift.guest_user(), None);
     }
 
     #[test]
