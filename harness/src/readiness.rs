@@ -222,9 +222,7 @@ fn pod_is_ready(pod: &Pod) -> bool {
         })
 }
 
-/// Describes a failed request. A certificate that this instance's CA did not sign is fatal: the
-/// port is served by something other than this instance's k3s, typically another cluster that
-/// Lima forwarded to the same host port, and waiting does not change that.
+/// Describes a failed request with its whole chain of causes; see [`classify_failure`].
 fn describe_connection_error(error: &kube::Error) -> Seen {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -232,6 +230,27 @@ fn describe_connection_error(error: &kube::Error) -> Seen {
         text.push_str(": ");
         text.push_str(&cause.to_string());
         source = cause.source();
+    }
+    classify_failure(text)
+}
+
+/// Decides whether a failed request is worth retrying. Two certificate failures are fatal,
+/// because waiting does not change them:
+///
+/// - a certificate that this instance's CA did not sign: the port is served by something other
+///   than this instance's k3s, typically another cluster that Lima forwarded to the same port;
+/// - a certificate that does not cover the kubeconfig's server address. rustls then lists the
+///   names and addresses the certificate covers (its subjectAltName entries), which stay in
+///   the message. k3s's default list is shown in <https://github.com/k3s-io/k3s/issues/1381>.
+fn classify_failure(mut text: String) -> Seen {
+    if text.contains("NotValidForName") || text.contains("certificate not valid for name") {
+        text.push_str(
+            " (k3s signs its serving certificate for localhost, the `kubernetes` service \
+             names, 127.0.0.1, its node address and its service address, so the kubeconfig \
+             must reach the API server through 127.0.0.1 and the forwarded port; another \
+             address needs k3s's `--tls-san` at install time)",
+        );
+        return Seen::Fatal(text);
     }
     if text.contains("UnknownIssuer") || text.contains("certificate verify failed") {
         text.push_str(
@@ -311,6 +330,28 @@ mod tests {
         assert_eq!(calls, 1);
         assert!(error.contains("UnknownIssuer"), "{error}");
         assert!(error.contains("cannot help"), "{error}");
+    }
+
+    #[test]
+    fn certificate_for_other_names_is_fatal_and_lists_them() {
+        let text = "error trying to connect: invalid peer certificate: certificate not valid \
+                    for name \"192.0.2.15\"; certificate is only valid for \
+                    IpAddress(127.0.0.1) or IpAddress(192.0.2.99)"
+            .to_owned();
+
+        let Seen::Fatal(message) = classify_failure(text) else {
+            panic!("a name mismatch is retried");
+        };
+
+        assert!(message.contains("IpAddress(192.0.2.99)"), "{message}");
+        assert!(message.contains("--tls-san"), "{message}");
+    }
+
+    #[test]
+    fn refused_connection_is_retried() {
+        let text = "error trying to connect: tcp connect error: Connection refused".to_owned();
+
+        assert!(matches!(classify_failure(text), Seen::Retry(_)));
     }
 
     #[tokio::test]
