@@ -24,6 +24,10 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Default bound on one image import, transfer and verification included.
 pub const DEFAULT_IMPORT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
+/// Largest node count a spec accepts. Every node is a full VM, and agent names add three
+/// characters (`-a9`) to the server's within Lima's socket path budget.
+pub(crate) const MAX_NODES: u32 = 9;
+
 /// The cluster a test requests.
 ///
 /// Build it with the setters, then pass it to [`Cluster::start`](crate::Cluster::start) or
@@ -38,6 +42,7 @@ pub const DEFAULT_IMPORT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// | [`memory_mib`](Self::memory_mib) | `K3S_HARNESS_MEMORY_MIB` | MiB, Lima's default (4096) |
 /// | [`disk_gib`](Self::disk_gib) | `K3S_HARNESS_DISK_GIB` | GiB, Lima's default (100) |
 /// | [`k3s_version`](Self::k3s_version) | `K3S_HARNESS_K3S_VERSION` | e.g. `v1.33.4+k3s1`, the k3s installer's stable channel |
+/// | [`nodes`](Self::nodes) | `K3S_HARNESS_NODES` | VMs in the cluster (one server, the rest agents), 1 |
 /// | [`api_port`](Self::api_port) | `K3S_HARNESS_API_PORT` | host TCP port, a free port picked at start |
 /// | [`instance_name`](Self::instance_name) | `K3S_HARNESS_INSTANCE` | Lima instance name, `k3sh-<fingerprint>-<random>` |
 /// | [`start_timeout`](Self::start_timeout) | `K3S_HARNESS_START_TIMEOUT` | seconds or `90s`/`10m`, 10 minutes |
@@ -59,6 +64,7 @@ pub struct ClusterSpec {
     pub(crate) memory_mib: Option<u64>,
     pub(crate) disk_gib: Option<u64>,
     pub(crate) k3s_version: Option<String>,
+    pub(crate) nodes: u32,
     pub(crate) api_port: Option<u16>,
     pub(crate) instance_name: Option<String>,
     pub(crate) start_timeout: Duration,
@@ -85,6 +91,7 @@ impl Default for ClusterSpec {
             memory_mib: None,
             disk_gib: None,
             k3s_version: None,
+            nodes: 1,
             api_port: None,
             instance_name: None,
             start_timeout: DEFAULT_START_TIMEOUT,
@@ -133,6 +140,17 @@ impl ClusterSpec {
     /// It is passed to the k3s installer as `INSTALL_K3S_VERSION` through the instance's `.env`.
     pub fn k3s_version(mut self, version: impl Into<String>) -> Self {
         self.k3s_version = Some(version.into());
+        self
+    }
+
+    /// Sets the number of nodes: one k3s server, and `nodes - 1` agents that join it over Lima's
+    /// `user-v2` network.
+    ///
+    /// Every node is a VM of the spec's size, booted with `limactl start`; the agents boot in
+    /// parallel once the server is up. Agents need Lima 2.1 or newer, whose k3s template takes
+    /// the `url` and `token` parameters. See [`Cluster::nodes`](crate::Cluster::nodes).
+    pub fn nodes(mut self, nodes: u32) -> Self {
+        self.nodes = nodes;
         self
     }
 
@@ -265,6 +283,9 @@ impl ClusterSpec {
         if let Some(value) = get("K3S_HARNESS_K3S_VERSION") {
             self.k3s_version = Some(value);
         }
+        if let Some(value) = get("K3S_HARNESS_NODES") {
+            self.nodes = parse_number("K3S_HARNESS_NODES", &value)?;
+        }
         if let Some(value) = get("K3S_HARNESS_API_PORT") {
             self.api_port = Some(parse_number("K3S_HARNESS_API_PORT", &value)?);
         }
@@ -312,6 +333,13 @@ impl ClusterSpec {
                 "memory_mib",
                 &mib.to_string(),
                 "k3s needs at least 512 MiB; use 2048 or more for a usable cluster",
+            ));
+        }
+        if !(1..=MAX_NODES).contains(&self.nodes) {
+            return Err(invalid(
+                "nodes",
+                &self.nodes.to_string(),
+                &format!("use 1 (a single server) up to {MAX_NODES} (a server and its agents)"),
             ));
         }
         if self.disk_gib == Some(0) {
@@ -373,7 +401,7 @@ impl ClusterSpec {
             memory_mib: self.memory_mib,
             disk_gib: self.disk_gib,
             k3s_version: self.k3s_version.as_deref(),
-            nodes: 1,
+            nodes: self.nodes,
             set: self.set_expressions_by_key(),
         };
         let canonical = serde_json::to_vec(&identity).expect("a spec always serialises");

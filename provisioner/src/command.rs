@@ -51,6 +51,15 @@ pub(crate) fn render(command: &Command) -> String {
     shell_words::join(std::iter::once(program).chain(args))
 }
 
+/// Replaces every occurrence of each of `secrets` in `text` with `<redacted>`, for command
+/// lines and output that go into logs and errors.
+pub(crate) fn redact(mut text: String, secrets: &[String]) -> String {
+    for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+        text = text.replace(secret.as_str(), "<redacted>");
+    }
+    text
+}
+
 /// What a command reads on stdin.
 pub(crate) enum Stdin {
     /// `/dev/null`, so the command (and ssh under `limactl shell`) cannot swallow the caller's
@@ -85,8 +94,9 @@ pub(crate) fn run_observed(
     deadline: Duration,
     stdin: Stdin,
     on_spawn: impl FnOnce(u32),
+    secrets: &[String],
 ) -> Result<Output> {
-    let rendered = render(&command);
+    let rendered = redact(render(&command), secrets);
     command
         .stdin(if matches!(stdin, Stdin::Null) {
             Stdio::null()
@@ -130,7 +140,7 @@ pub(crate) fn run_observed(
             let drain_until = Instant::now() + DRAIN_GRACE;
             let _ = stdout_drain.finish(drain_until);
             let stderr = stderr_drain.finish(drain_until);
-            let stderr_text = strip_ansi(&String::from_utf8_lossy(&stderr.bytes));
+            let stderr_text = redact(strip_ansi(&String::from_utf8_lossy(&stderr.bytes)), secrets);
             return Err(Error::TimedOut(Box::new(CommandTimeout {
                 command: rendered,
                 after: deadline,
@@ -345,7 +355,7 @@ mod tests {
     use super::*;
 
     fn run(command: Command, deadline: Duration, stdin: Stdin) -> Result<Output> {
-        run_observed(command, deadline, stdin, |_| {})
+        run_observed(command, deadline, stdin, |_| {}, &[])
     }
 
     /// Writes an executable `#!/bin/sh` script into `dir`.
@@ -629,6 +639,7 @@ mod tests {
             Duration::from_secs(10),
             Stdin::Null,
             |pid| observed = Some(pid),
+            &[],
         )
         .unwrap();
 

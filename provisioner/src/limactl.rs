@@ -295,6 +295,7 @@ impl Limactl {
             ParamStyle::Set
         };
         let args = spec.start_args_with(param_style);
+        let secrets = spec.secret_values();
 
         info!(instance = %spec.name, template = %spec.template, "creating and starting Lima instance");
         let (rendered, output) = self.run_observed(
@@ -302,8 +303,22 @@ impl Limactl {
             spec.start_timeout + START_TIMEOUT_MARGIN,
             command::Stdin::Null,
             on_spawn,
+            &secrets,
         )?;
         if !output.status.success() {
+            let output = Output {
+                status: output.status,
+                stdout: command::redact(
+                    String::from_utf8_lossy(&output.stdout).into_owned(),
+                    &secrets,
+                )
+                .into_bytes(),
+                stderr: command::redact(
+                    String::from_utf8_lossy(&output.stderr).into_owned(),
+                    &secrets,
+                )
+                .into_bytes(),
+            };
             return Err(self.start_error(&spec.name, rendered, &output));
         }
         info!(instance = %spec.name, "Lima instance is ready");
@@ -494,17 +509,18 @@ impl Limactl {
         deadline: Duration,
         stdin: command::Stdin,
     ) -> Result<(String, Output)> {
-        self.run_observed(args, deadline, stdin, |_| {})
+        self.run_observed(args, deadline, stdin, |_| {}, &[])
     }
 
     /// Runs limactl with `args` after the preflight checks, passing its pid to `on_spawn` once
-    /// it runs; returns the rendered command line with the output.
+    /// it runs; returns the rendered command line, with `secrets` redacted, and the output.
     fn run_observed(
         &self,
         args: &[String],
         deadline: Duration,
         stdin: command::Stdin,
         on_spawn: impl FnOnce(u32),
+        secrets: &[String],
     ) -> Result<(String, Output)> {
         preflight::reject_root((self.effective_uid)())?;
         if self.lima_home.as_os_str().is_empty() {
@@ -514,8 +530,8 @@ impl Limactl {
         preflight::ensure_work_dir(&work_dir, preflight::current_effective_uid())?;
 
         let command = self.base_command(args, &work_dir);
-        let rendered = command::render(&command);
-        match command::run_observed(command, deadline, stdin, on_spawn) {
+        let rendered = command::redact(command::render(&command), secrets);
+        match command::run_observed(command, deadline, stdin, on_spawn, secrets) {
             Ok(output) => Ok((rendered, output)),
             Err(Error::Spawn { command, error, .. }) => Err(Error::Spawn {
                 program_hint: (error.kind() == std::io::ErrorKind::NotFound)

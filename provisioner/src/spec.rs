@@ -1,6 +1,6 @@
 //! What to boot: [`LimaSpec`], its `limactl start` arguments, and port forwarding rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;
 
@@ -40,6 +40,10 @@ pub struct LimaSpec {
     pub networks: Vec<String>,
     /// Template parameters (`--param KEY=VALUE` on Lima ≥ 2.2, `--set .param…` before).
     pub params: BTreeMap<String, String>,
+    /// Names of `params` whose values are secrets, such as a k3s join token. Their values
+    /// appear as `<redacted>` in the logs and errors about `limactl start`; limactl itself
+    /// still receives them as arguments.
+    pub secret_params: BTreeSet<String>,
     /// Raw yq expressions applied to the template (`--set`, repeated, in order).
     pub set: Vec<String>,
     /// Port forwarding rules; they replace the template's `.portForwards` when not empty.
@@ -62,6 +66,7 @@ impl LimaSpec {
             vm_type: None,
             networks: Vec::new(),
             params: BTreeMap::new(),
+            secret_params: BTreeSet::new(),
             set: Vec::new(),
             port_forwards: Vec::new(),
             start_timeout: DEFAULT_START_TIMEOUT,
@@ -162,6 +167,16 @@ impl LimaSpec {
     /// then the port forwarding rules, so the rules win over a caller's expression.
     pub fn start_args(&self) -> Vec<String> {
         self.start_args_with(ParamStyle::Flag)
+    }
+
+    /// Returns the values of the secret parameters, which logs and errors must not show.
+    pub(crate) fn secret_values(&self) -> Vec<String> {
+        self.secret_params
+            .iter()
+            .filter_map(|key| self.params.get(key))
+            .filter(|value| !value.is_empty())
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn start_args_with(&self, param_style: ParamStyle) -> Vec<String> {

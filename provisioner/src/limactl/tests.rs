@@ -682,6 +682,41 @@ fn start_failures_from_sample_stderr() {
 }
 
 #[test]
+fn secret_param_redacted_from_start_error() {
+    let token = "K10abc::server:s3cr3t";
+    let body = format!(
+        "case \"$1\" in --tty=false) echo 'limactl version 2.2.0'; exit 0;; esac\n\
+         echo 'level=fatal msg=\"join with token {token} failed\"' >&2\nexit 1"
+    );
+    let fake = Fake::new(&body);
+    let mut spec = LimaSpec::new(fake.name("agent"));
+    spec.params.insert("token".to_owned(), token.to_owned());
+    spec.params.insert(
+        "url".to_owned(),
+        "https://lima-server.internal:6443".to_owned(),
+    );
+    spec.secret_params.insert("token".to_owned());
+
+    let error = fake
+        .limactl
+        .create_and_start(&spec)
+        .unwrap_err()
+        .to_string();
+
+    assert!(!error.contains("s3cr3t"), "{error}");
+    assert!(error.contains("token=<redacted>"), "{error}");
+    assert!(
+        error.contains("https://lima-server.internal:6443"),
+        "{error}"
+    );
+    let start = fake.calls().pop().unwrap();
+    assert!(
+        start.contains(&format!("--param=token={token}")),
+        "limactl still gets the token: {start:?}"
+    );
+}
+
+#[test]
 fn start_existing_refuses_unknown_name() {
     let fake = Fake::new(UNMATCHED);
     let name = fake.name("kt-a");
