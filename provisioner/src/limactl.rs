@@ -200,6 +200,24 @@ impl Limactl {
         Ok(version)
     }
 
+    /// Returns the names of the parameters that `template` declares (its `.param` keys), such
+    /// as `url` and `token` for the k3s template of Lima 2.1 and newer:
+    /// `limactl template yq TEMPLATE .param`.
+    ///
+    /// Checking the template, not the version, is how a caller learns whether a template takes
+    /// a parameter: templates change between releases, and a file template has no release.
+    ///
+    /// # Errors
+    ///
+    /// The errors of the limactl call, for example for an unknown template.
+    pub fn template_params(&self, template: &str) -> Result<Vec<String>> {
+        let args = strings(["--tty=false", "template", "yq", template, ".param"]);
+        let (rendered, output) = self.run(&args, VERSION_TIMEOUT)?;
+        let output = check(rendered, output)?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(top_level_keys(&text))
+    }
+
     /// Runs `limactl list --json [NAMES]`; no names lists every instance.
     ///
     /// # Errors
@@ -661,6 +679,17 @@ fn default_lima_home(lookup: &impl Fn(&str) -> Option<OsString>) -> Option<OsStr
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Returns the keys of a YAML mapping printed in block style (`key: value` at column 0); `null`
+/// or `{}` has none.
+fn top_level_keys(yaml: &str) -> Vec<String> {
+    yaml.lines()
+        .filter(|line| !line.starts_with([' ', '\t', '#', '-']))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, _)| key.trim().trim_matches('"').to_owned())
+        .filter(|key| !key.is_empty())
+        .collect()
 }
 
 /// Makes a program path with a directory part (`./bin/limactl`) absolute, and leaves a bare

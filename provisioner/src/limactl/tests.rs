@@ -682,6 +682,38 @@ fn start_failures_from_sample_stderr() {
 }
 
 #[test]
+fn template_params_lists_declared_keys() {
+    let fake =
+        Fake::new("printf 'internal_netplanOptional: \"true\"\\ntoken: \"\"\\nurl: \"\"\\n'");
+
+    let params = fake.limactl.template_params("template:k3s").unwrap();
+
+    assert_eq!(params, ["internal_netplanOptional", "token", "url"]);
+    assert_eq!(
+        fake.calls(),
+        [strings(&[
+            "--tty=false",
+            "template",
+            "yq",
+            "template:k3s",
+            ".param"
+        ])]
+    );
+}
+
+#[test]
+fn template_without_params_has_none() {
+    let fake = Fake::new("echo null");
+
+    assert!(
+        fake.limactl
+            .template_params("template:k3s")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
 fn secret_param_redacted_from_start_error() {
     let token = "K10abc::server:s3cr3t";
     let body = format!(
