@@ -25,12 +25,15 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Contents of `<state dir>/<instance>/booting`, present while an instance boots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct BootingMarker {
     /// The harness process that boots the instance.
     pub(crate) booter: ProcessId,
     /// Its `limactl start`, once that runs.
     pub(crate) limactl_start: Option<ProcessId>,
+    /// The `limactl start` of each agent of a multi-node cluster, once they run.
+    #[serde(default)]
+    pub(crate) agent_starts: Vec<ProcessId>,
 }
 
 impl BootingMarker {
@@ -39,6 +42,7 @@ impl BootingMarker {
         BootingMarker {
             booter: ProcessId::current(),
             limactl_start: None,
+            agent_starts: Vec::new(),
         }
     }
 
@@ -81,47 +85,56 @@ impl Drop for MarkerGuard {
     }
 }
 
-/// Kills the `limactl start` that the marker in `dir` names, if it still runs, and waits up to
-/// [`EXIT_TIMEOUT`] for it to be gone. Returns whether one was killed.
+/// Kills every `limactl start` that the marker in `dir` names (the server's and the agents')
+/// that still runs, and waits up to [`EXIT_TIMEOUT`] for them to be gone. Returns how many were
+/// killed.
 ///
 /// The recorded start time guards against a reused pid: a different process with the same pid
 /// is never signalled. The whole process group gets SIGKILL, since `limactl start` leads it.
-pub(crate) fn stop_abandoned_start(dir: &Path) -> bool {
-    let Some(start) = BootingMarker::read(dir).and_then(|marker| marker.limactl_start) else {
-        return false;
+pub(crate) fn stop_abandoned_start(dir: &Path) -> usize {
+    let Some(marker) = BootingMarker::read(dir) else {
+        return 0;
     };
-    if !start.is_alive() {
-        return false;
-    }
-    let Ok(group) = i32::try_from(start.pid) else {
-        return false;
-    };
+    let running: Vec<ProcessId> = marker
+        .limactl_start
+        .into_iter()
+        .chain(marker.agent_starts)
+        .filter(ProcessId::is_alive)
+        .collect();
 
-    tracing::warn!(
-        pid = start.pid,
-        "killing a `limactl start` whose booting process is gone"
-    );
-    let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+    for start in &running {
+        let Ok(group) = i32::try_from(start.pid) else {
+            continue;
+        };
+        tracing::warn!(
+            pid = start.pid,
+            "killing a `limactl start` whose booting process is gone"
+        );
+        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+    }
     let deadline = Instant::now() + EXIT_TIMEOUT;
-    while start.is_alive() && Instant::now() < deadline {
+    while running.iter().any(ProcessId::is_alive) && Instant::now() < deadline {
         std::thread::sleep(POLL_INTERVAL);
     }
-    true
+    running.len()
 }
 
-/// Deletes instance `name`, after stopping an abandoned `limactl start` of it recorded in the
-/// instance directory `dir`.
+/// Deletes the cluster whose server is `name`: first every abandoned `limactl start` recorded
+/// in the state directory `dir` is killed, then the `agents` are deleted, then the server.
 ///
 /// # Errors
 ///
-/// As for [`Provisioner::destroy`].
-pub(crate) fn destroy_instance(
+/// As for [`Provisioner::destroy`]. The server is deleted even when an agent was not.
+pub(crate) fn destroy_cluster(
     provisioner: &Provisioner,
     name: &InstanceName,
+    agents: &[InstanceName],
     dir: &Path,
 ) -> lima_provisioner::Result<()> {
     stop_abandoned_start(dir);
-    provisioner.destroy(name)
+    let agents_deleted = crate::nodes::destroy_agents(provisioner, agents);
+    provisioner.destroy(name)?;
+    agents_deleted
 }
 
 #[cfg(test)]
@@ -140,6 +153,7 @@ mod tests {
                 pid: 42,
                 start_time: 7,
             }),
+            agent_starts: Vec::new(),
         };
 
         let guard = marker.write(dir.path()).unwrap();
@@ -165,6 +179,7 @@ mod tests {
         let marker = BootingMarker {
             booter: ProcessId::current(),
             limactl_start: ProcessId::of(leader.id()),
+            agent_starts: Vec::new(),
         };
         let _guard = marker.write(dir.path()).unwrap();
 
@@ -174,7 +189,11 @@ mod tests {
         });
         let status = leader.wait().unwrap();
 
-        assert!(killer.join().unwrap(), "the recorded process was running");
+        assert_eq!(
+            killer.join().unwrap(),
+            1,
+            "the recorded process was running"
+        );
         assert!(!status.success());
         let member_gone = (0..500).any(|_| {
             std::thread::sleep(POLL_INTERVAL);
@@ -193,17 +212,18 @@ mod tests {
                 pid: this.pid,
                 start_time: this.start_time + 1,
             }),
+            agent_starts: Vec::new(),
         };
         let _guard = marker.write(dir.path()).unwrap();
 
-        assert!(!stop_abandoned_start(dir.path()));
+        assert_eq!(stop_abandoned_start(dir.path()), 0);
     }
 
     #[test]
     fn no_marker_means_nothing_to_stop() {
         let dir = tempfile::tempdir().unwrap();
 
-        assert!(!stop_abandoned_start(dir.path()));
+        assert_eq!(stop_abandoned_start(dir.path()), 0);
     }
 
     /// Waits for `path` to hold a pid, written by the child under test.

@@ -201,7 +201,17 @@ fn delete_interrupted(spec: &ClusterSpec, name: &str) {
         match &state {
             // `limactl start` runs in its own process group, so Ctrl-C did not reach it.
             Ok(state) => {
-                booting::destroy_instance(&provisioner, &instance, &state.instance_dir(name))?
+                let agents = crate::nodes::agent_names(
+                    &instance,
+                    spec.nodes,
+                    provisioner.limactl().lima_home(),
+                )?;
+                booting::destroy_cluster(
+                    &provisioner,
+                    &instance,
+                    &agents,
+                    &state.instance_dir(name),
+                )?
             }
             Err(_) => provisioner.destroy(&instance)?,
         }
@@ -337,7 +347,12 @@ fn down(name: &str) -> Result<()> {
     let state = StateDir::from_env()?;
     let record = state.read_record(name)?;
     let instance = InstanceName::new(name, &record.lima_home)?;
-    booting::destroy_instance(&record.provisioner(), &instance, &state.instance_dir(name))?;
+    booting::destroy_cluster(
+        &record.provisioner(),
+        &instance,
+        &record.agent_names()?,
+        &state.instance_dir(name),
+    )?;
     state.remove_instance_dir(name)?;
     eprintln!("Deleted instance `{name}`.");
     Ok(())

@@ -13,10 +13,11 @@ use crate::booting::BootingMarker;
 use crate::converge::{self, ConvergeError, ConvergeOptions, ConvergeReport};
 use crate::error::{Error, Result};
 use crate::namespace::TestNamespace;
+use crate::nodes::{Node, NodeRole};
 use crate::run::ProcessId;
 use crate::spec::ClusterSpec;
 use crate::state::{ClusterRecord, StateDir};
-use crate::{diagnostics, image, kubeconfig, readiness, reaper, shared};
+use crate::{diagnostics, image, kubeconfig, nodes, readiness, reaper, shared};
 
 /// Prefix of every instance name the harness generates, so its VMs are recognisable in
 /// `limactl list`.
@@ -36,6 +37,8 @@ const SHELL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 #[derive(Debug)]
 pub struct Cluster {
     name: InstanceName,
+    /// The agents of a multi-node cluster, in node order; `name` is the server.
+    agents: Vec<InstanceName>,
     provisioner: Provisioner,
     state: StateDir,
     kubeconfig: PathBuf,
@@ -106,11 +109,14 @@ impl Cluster {
         let api_port = lima_spec.port_forwards[0]
             .host_port
             .expect("the pinned API forward names its host port");
+        let agent_template = lima_spec.clone();
 
+        let agents = nodes::agent_names(&name, spec.nodes, provisioner.limactl().lima_home())?;
         state.create_instance_dir(name.as_str())?;
         let mut cluster = Cluster {
             kubeconfig: state.kubeconfig_path(name.as_str()),
             name,
+            agents,
             provisioner,
             state,
             api_port,
@@ -177,6 +183,14 @@ impl Cluster {
             }
         }
 
+        if !cluster.agents.is_empty()
+            && let Err(error) = cluster.boot_agents(&agent_template, &dir).await
+        {
+            cluster.delete_vm_quietly().await;
+            let _ = cluster.state.remove_record(cluster.name.as_str());
+            return Err(error);
+        }
+
         let finished = cluster.finish_start().await;
         let recorded = match finished {
             Ok(()) => cluster.state.write_record(&cluster.record(owner)),
@@ -203,9 +217,15 @@ impl Cluster {
         state: StateDir,
         name: InstanceName,
     ) -> Cluster {
+        let agents = record
+            .agents
+            .iter()
+            .filter_map(|agent| InstanceName::new(agent, provisioner.limactl().lima_home()).ok())
+            .collect();
         Cluster {
             kubeconfig: record.kubeconfig.clone(),
             name,
+            agents,
             provisioner,
             state,
             api_port: record.api_port,
@@ -243,6 +263,7 @@ impl Cluster {
             reuse: self.spec.reuse,
             kept: false,
             ready: true,
+            agents: self.agents.iter().map(ToString::to_string).collect(),
         }
     }
 
@@ -260,6 +281,38 @@ impl Cluster {
     /// that instance instead, and fails if its spec differs.
     pub async fn shared(spec: ClusterSpec) -> Result<&'static Cluster> {
         shared::shared(spec).await
+    }
+
+    /// Reads the server's join token and boots the agents in parallel, from the server's Lima
+    /// spec; `dir` is the state directory whose booting marker records their starts.
+    async fn boot_agents(&self, server_spec: &LimaSpec, dir: &Path) -> Result<()> {
+        let token = nodes::read_token(&self.provisioner, &self.name).await?;
+        let url = nodes::server_url(&self.name);
+        let specs: Vec<LimaSpec> = self
+            .agents
+            .iter()
+            .map(|agent| nodes::agent_spec(server_spec, agent.clone(), &url, &token))
+            .collect();
+        let marker = BootingMarker::read(dir).unwrap_or_else(BootingMarker::for_this_process);
+        let provisioner = &self.provisioner;
+        blocking(move || nodes::boot_agents(provisioner, specs, marker, dir)).await
+    }
+
+    /// Returns every node of the cluster: the server first, then the agents in order.
+    pub fn nodes(&self) -> Vec<Node<'_>> {
+        std::iter::once(Node::new(self, &self.name, NodeRole::Server, 0))
+            .chain(
+                self.agents
+                    .iter()
+                    .enumerate()
+                    .map(|(index, agent)| Node::new(self, agent, NodeRole::Agent, index + 1)),
+            )
+            .collect()
+    }
+
+    /// Returns node `index` (0 is the server), or `None` past the last agent.
+    pub fn node(&self, index: usize) -> Option<Node<'_>> {
+        self.nodes().into_iter().nth(index)
     }
 
     /// Waits for the kubeconfig, rewrites it, and waits for readiness.
@@ -314,6 +367,7 @@ impl Cluster {
         readiness::wait_ready(
             &client,
             self.name.as_str(),
+            self.agents.len() + 1,
             remaining.max(Duration::from_secs(1)),
         )
         .await?;
@@ -442,7 +496,13 @@ impl Cluster {
         self.destroy_on_drop = false;
         let provisioner = &self.provisioner;
         let name = &self.name;
-        blocking(move || provisioner.destroy(name)).await?;
+        let agents = &self.agents;
+        blocking(move || {
+            let agents_deleted = nodes::destroy_agents(provisioner, agents);
+            provisioner.destroy(name)?;
+            agents_deleted
+        })
+        .await?;
         self.state.remove_instance_dir(self.name.as_str())
     }
 
@@ -478,10 +538,6 @@ impl Cluster {
         &self.provisioner
     }
 
-    pub(crate) fn instance_name(&self) -> &InstanceName {
-        &self.name
-    }
-
     /// The instance's directory under `LIMA_HOME`.
     pub(crate) fn instance_dir(&self) -> PathBuf {
         self.provisioner
@@ -496,13 +552,23 @@ impl Cluster {
         self.destroy_on_drop = false;
         let provisioner = &self.provisioner;
         let name = &self.name;
-        if let Err(error) = blocking(move || provisioner.destroy(name)).await {
+        let agents = &self.agents;
+        let deleted = blocking(move || {
+            let agents_deleted = nodes::destroy_agents(provisioner, agents);
+            provisioner.destroy(name)?;
+            agents_deleted
+        })
+        .await;
+        if let Err(error) = deleted {
             tracing::error!(instance = %self.name, %error, "failed to delete the instance after a failed start");
         }
     }
 
     /// Deletes the VM from a destructor, where nothing can be returned.
     fn destroy_blocking(&self) {
+        if let Err(error) = nodes::destroy_agents(&self.provisioner, &self.agents) {
+            tracing::error!(instance = %self.name, %error, "failed to delete the cluster's agents");
+        }
         if let Err(error) = self.provisioner.destroy(&self.name) {
             tracing::error!(instance = %self.name, %error, "failed to delete the Lima instance");
         }
@@ -627,6 +693,23 @@ fn prepare(provisioner: &Provisioner, spec: &ClusterSpec, name: &InstanceName) -
     lima_spec.start_timeout = spec.start_timeout;
     lima_spec.port_forwards = PortForward::pin_api_server(api_port);
     lima_spec.set.extend(spec.k3s_version_expression());
+
+    if spec.nodes > 1 {
+        nodes::check_agent_support(provisioner, &spec.template)?;
+        for agent in nodes::agent_names(name, spec.nodes, provisioner.limactl().lima_home())? {
+            if provisioner.exists(&agent)? {
+                return Err(Error::InvalidConfig {
+                    name: "instance_name".to_owned(),
+                    value: name.to_string(),
+                    reason: format!(
+                        "its agent instance `{agent}` already exists; delete it with \
+                         `limactl delete -f {agent}` or choose another name"
+                    ),
+                });
+            }
+        }
+        lima_spec.networks.push(nodes::USER_V2_NETWORK.to_owned());
+    }
     Ok(lima_spec)
 }
 

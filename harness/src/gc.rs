@@ -88,7 +88,12 @@ fn collect_one(state: &StateDir, name: &str) -> Result<Option<String>> {
     }
 
     let instance = InstanceName::new(name, &record.lima_home)?;
-    booting::destroy_instance(&record.provisioner(), &instance, &dir)?;
+    booting::destroy_cluster(
+        &record.provisioner(),
+        &instance,
+        &record.agent_names()?,
+        &dir,
+    )?;
     drop(lock);
     state.remove_instance_dir(name)?;
     Ok(None)

@@ -28,6 +28,7 @@ mod gc;
 pub mod image;
 mod kubeconfig;
 mod namespace;
+mod nodes;
 mod readiness;
 mod reaper;
 mod run;
@@ -50,6 +51,7 @@ pub use gc::GcReport;
 pub use image::ImageError;
 pub use lima_provisioner::ShellOutput;
 pub use namespace::{INSTANCE_LABEL, MANAGED_BY_LABEL, TestNamespace};
+pub use nodes::{Node, NodeRole};
 pub use shared::{INSTANCE_ENV, KUBECONFIG_ENV};
 pub use spec::{
     ClusterSpec, DEFAULT_IMPORT_TIMEOUT, DEFAULT_READY_TIMEOUT, DEFAULT_START_TIMEOUT,

@@ -2,7 +2,7 @@
 //!
 //! Lima's k3s template only probes that `/etc/rancher/k3s/k3s.yaml` exists, so `limactl start`
 //! returning 0 proves little about the API server. Ready here means, in order: `/readyz` answers
-//! `ok`, every node is `Ready`, a CoreDNS pod is running and ready, and the `default` namespace
+//! `ok`, every node of the cluster has registered and is `Ready`, a CoreDNS pod is running and ready, and the `default` namespace
 //! has its `default` service account (pods are rejected until it exists).
 
 use std::future::Future;
@@ -25,8 +25,14 @@ const MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// whole wait.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Waits for the cluster behind `client` to be ready, within `timeout` overall.
-pub(crate) async fn wait_ready(client: &Client, instance: &str, timeout: Duration) -> Result<()> {
+/// Waits for the cluster behind `client` to be ready with at least `nodes` nodes, within
+/// `timeout` overall.
+pub(crate) async fn wait_ready(
+    client: &Client,
+    instance: &str,
+    nodes: usize,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
 
     poll(
@@ -42,7 +48,7 @@ pub(crate) async fn wait_ready(client: &Client, instance: &str, timeout: Duratio
         "every node to be Ready",
         deadline,
         timeout,
-        || nodes_ready(client),
+        || nodes_ready(client, nodes),
     )
     .await?;
     poll(instance, "CoreDNS to run", deadline, timeout, || {
@@ -157,14 +163,17 @@ async fn api_server_ready(client: &Client) -> std::result::Result<(), Seen> {
     }
 }
 
-async fn nodes_ready(client: &Client) -> std::result::Result<(), String> {
+async fn nodes_ready(client: &Client, expected: usize) -> std::result::Result<(), String> {
     let nodes: Api<Node> = Api::all(client.clone());
     let list = nodes
         .list(&ListParams::default())
         .await
         .map_err(|error| error.to_string())?;
-    if list.items.is_empty() {
-        return Err("no node has registered yet".to_owned());
+    if list.items.len() < expected {
+        return Err(format!(
+            "{} of {expected} nodes have registered",
+            list.items.len()
+        ));
     }
 
     let not_ready: Vec<String> = list

@@ -131,9 +131,11 @@ pub(crate) fn end_run(dir: &Path) {
     let deleted = lima_provisioner::InstanceName::new(&record.instance, &record.lima_home)
         .map_err(Error::from)
         .and_then(|name| {
-            Ok(booting::destroy_instance(
+            let agents = record.agent_names()?;
+            Ok(booting::destroy_cluster(
                 &record.provisioner(),
                 &name,
+                &agents,
                 dir,
             )?)
         });

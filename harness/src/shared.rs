@@ -94,7 +94,7 @@ async fn acquire(spec: ClusterSpec) -> Result<Cluster> {
         // A booting process died before the cluster was ready: its VM is a leftover.
         Some(record) if !record.ready && from_setup_script.is_none() => {
             tracing::warn!(instance = %name, "the process booting this cluster died; booting it again");
-            remove_leftover(&provisioner, &state, &name).await?;
+            remove_leftover(&provisioner, &state, &name, &record.agent_names()?).await?;
             boot(spec, name, provisioner, &state, &run).await?
         }
         Some(record) => {
@@ -118,7 +118,7 @@ async fn acquire(spec: ClusterSpec) -> Result<Cluster> {
                 });
             } else {
                 tracing::warn!(instance = %name, "the recorded cluster is not running; booting it again");
-                remove_leftover(&provisioner, &state, &name).await?;
+                remove_leftover(&provisioner, &state, &name, &record.agent_names()?).await?;
                 boot(spec, name, provisioner, &state, &run).await?
             }
         }
@@ -129,7 +129,7 @@ async fn acquire(spec: ClusterSpec) -> Result<Cluster> {
             });
         }
         None => {
-            remove_leftover(&provisioner, &state, &name).await?;
+            remove_leftover(&provisioner, &state, &name, &[]).await?;
             boot(spec, name, provisioner, &state, &run).await?
         }
     };
@@ -168,21 +168,23 @@ fn stale_fingerprint(name: &InstanceName, recorded: &str, spec: &ClusterSpec) ->
     }
 }
 
-/// Deletes an instance that has no usable record: a process that was booting it died.
+/// Deletes a cluster that has no usable record: a process that was booting it died. `agents`
+/// are the agents its record names, if any.
 ///
-/// The dead process's `limactl start` may still be running; it is killed first, because it
-/// would go on creating the instance that this deletes.
+/// The dead process's `limactl start` calls may still be running; they are killed first,
+/// because they would go on creating the instances that this deletes.
 async fn remove_leftover(
     provisioner: &Provisioner,
     state: &StateDir,
     name: &InstanceName,
+    agents: &[InstanceName],
 ) -> Result<()> {
     let dir = state.instance_dir(name.as_str());
     blocking(|| booting::stop_abandoned_start(&dir)).await;
     let exists = blocking(|| provisioner.exists(name)).await?;
-    if exists {
-        tracing::warn!(instance = %name, "deleting a half-booted instance left by a process that died while booting it");
-        blocking(|| provisioner.destroy(name)).await?;
+    if exists || !agents.is_empty() {
+        tracing::warn!(instance = %name, "deleting a half-booted cluster left by a process that died while booting it");
+        blocking(|| booting::destroy_cluster(provisioner, name, agents, &dir)).await?;
     }
     state.remove_record(name.as_str())
 }

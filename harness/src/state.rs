@@ -14,7 +14,7 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use lima_provisioner::{Limactl, Provisioner};
+use lima_provisioner::{InstanceName, Limactl, Provisioner};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -213,6 +213,10 @@ pub(crate) struct ClusterRecord {
     /// to a cluster that is not ready.
     #[serde(default = "ready_by_default")]
     pub(crate) ready: bool,
+    /// The agents' instance names of a multi-node cluster, in node order; `instance` is the
+    /// server. Written before the first `limactl start`, like the rest of the record.
+    #[serde(default)]
+    pub(crate) agents: Vec<String>,
 }
 
 fn ready_by_default() -> bool {
@@ -227,6 +231,14 @@ impl ClusterRecord {
             limactl = limactl.with_env(key, value);
         }
         Provisioner::new(limactl)
+    }
+
+    /// Returns the agents' instance names, validated against the record's Lima home.
+    pub(crate) fn agent_names(&self) -> Result<Vec<InstanceName>> {
+        self.agents
+            .iter()
+            .map(|agent| Ok(InstanceName::new(agent, &self.lima_home)?))
+            .collect()
     }
 }
 
@@ -313,6 +325,7 @@ mod tests {
             reuse: false,
             kept: false,
             ready: true,
+            agents: vec!["k3sh-a-a1".to_owned()],
         };
 
         state.write_record(&record).unwrap();

@@ -304,20 +304,27 @@ impl PortForward {
     /// Lima 2.0 made `true` the default for `guestIP: 0.0.0.0`
     /// (<https://github.com/lima-vm/lima/pull/4221>).
     pub fn pin_api_server(port: u16) -> Vec<PortForward> {
-        vec![
-            PortForward {
-                guest_port: Some(K3S_API_SERVER_PORT),
-                host_port: Some(port),
-                ..PortForward::default()
-            },
-            PortForward {
-                guest_ip: Some(Ipv4Addr::UNSPECIFIED.to_string()),
-                guest_ip_must_be_zero: Some(false),
-                proto: Some(Proto::Any),
-                ignore: Some(true),
-                ..PortForward::default()
-            },
-        ]
+        let mut rules = vec![PortForward {
+            guest_port: Some(K3S_API_SERVER_PORT),
+            host_port: Some(port),
+            ..PortForward::default()
+        }];
+        rules.extend(PortForward::ignore_all());
+        rules
+    }
+
+    /// Builds the rule that forwards no guest port at all, for instances whose ports must not
+    /// reach the host, such as k3s agents: each runs a kubelet on the same ports, and Lima's
+    /// default rules would forward them all to the same host ports. See
+    /// [`pin_api_server`](Self::pin_api_server) for `guestIPMustBeZero`.
+    pub fn ignore_all() -> Vec<PortForward> {
+        vec![PortForward {
+            guest_ip: Some(Ipv4Addr::UNSPECIFIED.to_string()),
+            guest_ip_must_be_zero: Some(false),
+            proto: Some(Proto::Any),
+            ignore: Some(true),
+            ..PortForward::default()
+        }]
     }
 }
 

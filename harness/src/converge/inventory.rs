@@ -1,4 +1,5 @@
-//! The on-disk Jetpack inventory for one cluster: a `k3s` group and the host's SSH variables.
+//! The on-disk Jetpack inventory for one node: a `k3s` group, a group named after the node's
+//! role, and the host's SSH variables.
 //!
 //! Layout (jetporch's `src/inventory/loading.rs`): `groups/<group>` is a YAML mapping with a
 //! `hosts` list, `host_vars/<host>` a YAML mapping of variables. File names have no extension.
@@ -18,12 +19,15 @@ pub const INVENTORY_GROUP: &str = "k3s";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Inventory {
     host: String,
+    role: String,
     group_file: String,
     host_vars_file: String,
 }
 
 impl Inventory {
-    /// Builds the inventory for one VM from its connection variables.
+    /// Builds the inventory for one VM from its connection variables. The host is in the
+    /// `k3s` group and in the group of its `role` (`server` or `agent`), so that a play can
+    /// target one kind of node in a multi-node cluster.
     ///
     /// The inventory host is named after the address (`127.0.0.1`), not the instance, because
     /// jetporch 0.1.1 opens the TCP connection to the host's inventory name and reads
@@ -34,7 +38,11 @@ impl Inventory {
     ///
     /// [`ConvergeError::InvalidHost`] when the address is `localhost`, because jetp runs the
     /// tasks of such a host on the control machine instead of connecting over SSH.
-    pub(crate) fn new(instance: &str, host_vars: &HostVars) -> Result<Self, ConvergeError> {
+    pub(crate) fn new(
+        instance: &str,
+        role: &str,
+        host_vars: &HostVars,
+    ) -> Result<Self, ConvergeError> {
         let host = host_vars.ssh_hostname.as_str();
         if host == "localhost" {
             return Err(ConvergeError::InvalidHost {
@@ -56,12 +64,13 @@ impl Inventory {
         );
         Ok(Inventory {
             host: host.to_owned(),
+            role: role.to_owned(),
             group_file,
             host_vars_file,
         })
     }
 
-    /// Writes `groups/k3s` and `host_vars/<host>` under `dir`, which must exist, and returns
+    /// Writes `groups/k3s`, `groups/<role>` and `host_vars/<host>` under `dir`, which must exist, and returns
     /// `dir`.
     pub(crate) fn write(&self, dir: &Path) -> Result<PathBuf, ConvergeError> {
         let groups = dir.join("groups");
@@ -76,6 +85,7 @@ impl Inventory {
 
         let files = [
             (groups.join(INVENTORY_GROUP), &self.group_file),
+            (groups.join(&self.role), &self.group_file),
             (host_vars.join(&self.host), &self.host_vars_file),
         ];
         for (path, contents) in files {
@@ -113,7 +123,7 @@ mod tests {
     #[test]
     fn inventory_layout_has_no_extensions() {
         let dir = tempfile::tempdir().unwrap();
-        let inventory = Inventory::new("k3sh-abc", &host_vars()).unwrap();
+        let inventory = Inventory::new("k3sh-abc", "server", &host_vars()).unwrap();
 
         inventory.write(dir.path()).unwrap();
 
@@ -127,13 +137,16 @@ mod tests {
             })
             .collect();
         files.sort();
-        assert_eq!(files, ["groups/k3s", "host_vars/127.0.0.1"]);
+        assert_eq!(
+            files,
+            ["groups/k3s", "groups/server", "host_vars/127.0.0.1"]
+        );
     }
 
     #[test]
     fn group_file_lists_address() {
         let dir = tempfile::tempdir().unwrap();
-        Inventory::new("k3sh-abc", &host_vars())
+        Inventory::new("k3sh-abc", "server", &host_vars())
             .unwrap()
             .write(dir.path())
             .unwrap();
@@ -148,7 +161,7 @@ mod tests {
     #[test]
     fn host_vars_file_has_ssh_variables() {
         let dir = tempfile::tempdir().unwrap();
-        Inventory::new("k3sh-abc", &host_vars())
+        Inventory::new("k3sh-abc", "server", &host_vars())
             .unwrap()
             .write(dir.path())
             .unwrap();
@@ -171,7 +184,7 @@ mod tests {
     fn values_are_quoted() {
         let mut vars = host_vars();
         vars.ssh_user = "yes: no".to_owned();
-        let inventory = Inventory::new("k3sh-abc", &vars).unwrap();
+        let inventory = Inventory::new("k3sh-abc", "server", &vars).unwrap();
 
         assert!(
             inventory
@@ -187,7 +200,7 @@ mod tests {
         let mut vars = host_vars();
         vars.ssh_hostname = "localhost".to_owned();
 
-        let error = Inventory::new("k3sh-abc", &vars).unwrap_err();
+        let error = Inventory::new("k3sh-abc", "server", &vars).unwrap_err();
 
         assert!(
             matches!(error, ConvergeError::InvalidHost { .. }),

@@ -96,10 +96,22 @@ pub(crate) async fn import(cluster: &Cluster, path: &Path) -> Result<Vec<String>
         images = ?references,
         "importing image archive"
     );
-    let reader = open_for_import(path, info.compression)?;
-    stream_into_containerd(cluster, reader).await?;
+    // Every node gets the archive, in parallel: a pod may be scheduled on any of them.
+    let mut imports = tokio::task::JoinSet::new();
+    for node in node_names(cluster) {
+        let reader = open_for_import(path, info.compression)?;
+        let target = Target::new(cluster, node);
+        let source = path.display().to_string();
+        let references = references.clone();
+        imports.spawn(async move {
+            target.stream_into_containerd(reader).await?;
+            target.verify(&source, &references).await
+        });
+    }
+    while let Some(imported) = imports.join_next().await {
+        imported.expect("an import does not panic")?;
+    }
 
-    verify(cluster, &path.display().to_string(), &references).await?;
     record::mark_imported(&instance_dir, &info.content_digest, &references);
     Ok(references)
 }
@@ -119,7 +131,25 @@ pub(crate) async fn import_from_engine(cluster: &Cluster, reference: &str) -> Re
         reference: reference.to_owned(),
     })?;
 
-    let mut save = Command::new(&engine);
+    // One `save` per node, one node after the other: the stream is not kept, so that memory
+    // stays flat, and the engine reads its store again for each node.
+    for node in node_names(cluster) {
+        let target = Target::new(cluster, node);
+        save_into(&target, &engine, reference).await?;
+        let references = [normalised.as_str().to_owned()];
+        target
+            .verify(
+                &format!("{} save {reference}", engine.display()),
+                &references,
+            )
+            .await?;
+    }
+    Ok(normalised.as_str().to_owned())
+}
+
+/// Streams `ENGINE save REFERENCE` into `target`'s containerd.
+async fn save_into(target: &Target, engine: &Path, reference: &str) -> Result<()> {
+    let mut save = Command::new(engine);
     save.args(["save", reference])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -130,19 +160,19 @@ pub(crate) async fn import_from_engine(cluster: &Cluster, reference: &str) -> Re
     );
     let mut child = save
         .spawn()
-        .map_err(|error| Error::io("run the container engine", &engine, error))?;
+        .map_err(|error| Error::io("run the container engine", engine, error))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr_reader = drain_stderr(&mut child);
 
-    tracing::info!(instance = cluster.name(), command = %rendered, "streaming an image into the cluster");
-    let imported = stream_into_containerd(cluster, Box::new(stdout)).await;
+    tracing::info!(instance = %target.name, command = %rendered, "streaming an image into the cluster");
+    let imported = target.stream_into_containerd(Box::new(stdout)).await;
 
     // The import may have ended early; the engine must not be left running or unreaped.
     if imported.is_err() {
         let _ = child.kill();
     }
     let status = wait_bounded(&mut child, ENGINE_EXIT_GRACE)
-        .map_err(|error| Error::io("wait for the container engine", &engine, error))?;
+        .map_err(|error| Error::io("wait for the container engine", engine, error))?;
     let stderr = stderr_reader.join().unwrap_or_default();
     if !status.success() {
         return Err(ImageError::SaveFailed {
@@ -153,85 +183,105 @@ pub(crate) async fn import_from_engine(cluster: &Cluster, reference: &str) -> Re
         }
         .into());
     }
-    imported?;
-
-    let references = [normalised.as_str().to_owned()];
-    verify(cluster, &rendered, &references).await?;
-    Ok(normalised.as_str().to_owned())
+    imported
 }
 
-/// Streams `reader` into `ctr images import` in the guest.
-async fn stream_into_containerd(cluster: &Cluster, reader: Box<dyn Read + Send>) -> Result<()> {
-    let platform = cluster.platform();
-    let options = ShellOptions {
-        workdir: Some("/".to_owned()),
-        timeout: cluster.spec().import_timeout,
-        stdin: None,
-    };
-    let (provisioner, name) = handles(cluster);
-    let output = tokio::task::spawn_blocking(move || {
-        let argv = [
-            "sudo",
-            "k3s",
-            "ctr",
-            "-n",
-            "k8s.io",
-            "images",
-            "import",
-            "--platform",
-            platform,
-            "-",
-        ];
-        provisioner
-            .limactl()
-            .shell_streaming(&name, &argv, reader, &options)
-    })
-    .await
-    .expect("the import does not panic")?;
-    output.check()?;
-    Ok(())
+/// One node to import into, with what the import needs from its cluster, owned so that the
+/// nodes' imports can run as separate tasks.
+struct Target {
+    provisioner: Provisioner,
+    name: InstanceName,
+    platform: &'static str,
+    import_timeout: Duration,
 }
 
-/// Fails unless the kubelet's view (`crictl images`) lists every reference.
-async fn verify(cluster: &Cluster, source: &str, references: &[String]) -> Result<()> {
-    let (provisioner, name) = handles(cluster);
-    let output = tokio::task::spawn_blocking(move || {
+impl Target {
+    fn new(cluster: &Cluster, name: InstanceName) -> Self {
+        Target {
+            provisioner: cluster.provisioner().clone(),
+            name,
+            platform: cluster.platform(),
+            import_timeout: cluster.spec().import_timeout,
+        }
+    }
+
+    /// Streams `reader` into `ctr images import` in the guest.
+    async fn stream_into_containerd(&self, reader: Box<dyn Read + Send>) -> Result<()> {
         let options = ShellOptions {
             workdir: Some("/".to_owned()),
-            timeout: VERIFY_TIMEOUT,
+            timeout: self.import_timeout,
             stdin: None,
         };
-        provisioner.limactl().shell(
-            &name,
-            &["sudo", "k3s", "crictl", "images", "-o", "json"],
-            &options,
-        )
-    })
-    .await
-    .expect("listing images does not panic")?
-    .check()?;
-
-    let present = super::parse_crictl_images(&output.stdout)?;
-    let missing: Vec<String> = references
-        .iter()
-        .filter(|reference| !present.contains(reference.as_str()))
-        .cloned()
-        .collect();
-    if missing.is_empty() {
+        let provisioner = self.provisioner.clone();
+        let name = self.name.clone();
+        let platform = self.platform;
+        let output = tokio::task::spawn_blocking(move || {
+            let argv = [
+                "sudo",
+                "k3s",
+                "ctr",
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                "--platform",
+                platform,
+                "-",
+            ];
+            provisioner
+                .limactl()
+                .shell_streaming(&name, &argv, reader, &options)
+        })
+        .await
+        .expect("the import does not panic")?;
+        output.check()?;
         Ok(())
-    } else {
-        Err(Error::Image(ImageError::MissingAfterImport {
-            path: PathBuf::from(source),
-            missing,
-        }))
+    }
+
+    /// Fails unless the kubelet's view (`crictl images`) lists every reference.
+    async fn verify(&self, source: &str, references: &[String]) -> Result<()> {
+        let provisioner = self.provisioner.clone();
+        let name = self.name.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            let options = ShellOptions {
+                workdir: Some("/".to_owned()),
+                timeout: VERIFY_TIMEOUT,
+                stdin: None,
+            };
+            provisioner.limactl().shell(
+                &name,
+                &["sudo", "k3s", "crictl", "images", "-o", "json"],
+                &options,
+            )
+        })
+        .await
+        .expect("listing images does not panic")?
+        .check()?;
+
+        let present = super::parse_crictl_images(&output.stdout)?;
+        let missing: Vec<String> = references
+            .iter()
+            .filter(|reference| !present.contains(reference.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Image(ImageError::MissingAfterImport {
+                path: PathBuf::from(source),
+                missing,
+            }))
+        }
     }
 }
 
-fn handles(cluster: &Cluster) -> (Provisioner, InstanceName) {
-    (
-        cluster.provisioner().clone(),
-        cluster.instance_name().clone(),
-    )
+/// The instance names of every node of `cluster`, the server first.
+fn node_names(cluster: &Cluster) -> Vec<InstanceName> {
+    cluster
+        .nodes()
+        .iter()
+        .map(|node| node.instance_name().clone())
+        .collect()
 }
 
 /// The engine the spec names, else the first of docker, podman and nerdctl on `PATH`.
