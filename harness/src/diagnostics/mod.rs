@@ -7,10 +7,12 @@
 //! directory, so that the paths printed in errors and hints stay valid after the VM is gone.
 
 mod collect;
+mod logs_command;
 mod redact;
 mod tail;
 
 pub(crate) use collect::{
     DIAGNOSTICS_DIR, Source, Trigger, collect, collect_and_describe, on_collector_thread,
 };
+pub(crate) use logs_command::run_logs_command;
 pub(crate) use tail::serial_log_tail;
