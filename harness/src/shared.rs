@@ -248,7 +248,9 @@ async fn lock_exclusive(path: PathBuf) -> Result<File> {
 /// are.
 ///
 /// NOTE: a panic caught with `catch_unwind` (a `#[should_panic]` test, for one) also marks the
-/// run as failed and collects diagnostics.
+/// run as failed and collects diagnostics. The collection delays the panicking test by its
+/// duration: a few seconds against the fake `limactl`, and at most the probe's and the
+/// guest commands' deadlines when the guest hangs.
 fn install_panic_hook() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
