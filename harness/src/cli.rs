@@ -40,6 +40,12 @@ enum Command {
     },
     /// Delete harness clusters whose test run has ended and that no policy keeps.
     Gc,
+    /// Collect a harness cluster's logs and cluster state into a new directory under its state
+    /// directory, and print that directory's path.
+    Logs {
+        /// The Lima instance name printed by `up`.
+        name: String,
+    },
     /// Boot the run's shared cluster from a nextest setup script and export
     /// K3S_HARNESS_INSTANCE and K3S_HARNESS_KUBECONFIG to the tests through $NEXTEST_ENV.
     NextestSetup(SpecArgs),
@@ -150,6 +156,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Down { name } => down(&name),
         Command::Gc => gc(),
+        Command::Logs { name } => crate::diagnostics::run_logs_command(&name),
         Command::NextestSetup(args) => nextest_setup(args).await,
     }
 }

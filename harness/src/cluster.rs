@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::booting::BootingMarker;
 use crate::converge::{self, ConvergeError, ConvergeOptions, ConvergeReport};
+use crate::diagnostics::Trigger;
 use crate::error::{Error, Result};
 use crate::namespace::TestNamespace;
 use crate::nodes::{Node, NodeRole};
@@ -53,7 +54,10 @@ impl Cluster {
     ///
     /// The spec's `K3S_HARNESS_*` overrides are applied first. On any failure after
     /// `limactl start` was called, the instance is deleted before the error is returned, and a
-    /// failed start carries the tail of the host agent's and the serial console's logs.
+    /// failed start carries the tail of the host agent's and the serial console's logs. Before
+    /// the deletion, diagnostics are collected into the instance's state directory (see
+    /// [`dump_diagnostics`](Self::dump_diagnostics)), and the error names their directory,
+    /// which outlives the instance.
     pub async fn start(spec: ClusterSpec) -> Result<Cluster> {
         let spec = spec.with_env_overrides()?;
         let provisioner = Provisioner::new(limactl_for(&spec)?);
@@ -69,9 +73,10 @@ impl Cluster {
             run_key: None,
             start_reaper: false,
         };
-        // A state directory that already exists belongs to another cluster of the same name,
-        // which a failed start must leave alone.
-        let state_existed = state.instance_dir(name.as_str()).exists();
+        // A state directory that already contains a cluster's files belongs to another cluster of
+        // the same name, which a failed start must leave alone. Diagnostics left by an earlier
+        // failed start do not count.
+        let state_existed = state.holds_cluster_files(name.as_str());
         match Cluster::boot(spec, name.clone(), provisioner, state.clone(), owner).await {
             Ok(mut cluster) => {
                 cluster.destroy_on_drop = true;
@@ -168,11 +173,20 @@ impl Cluster {
                 | lima_provisioner::Error::TimedOut(_)),
             ) if leaves_vm_behind(&source) => {
                 let log_tail = diagnostics::serial_log_tail(&cluster.instance_dir());
+                let diagnostics = if killed_by_signal(&source) {
+                    "No diagnostics were collected: `limactl start` was killed by a signal, so \
+                     another process (an interrupted `k3s-harness up`, for one) is deleting the \
+                     instance."
+                        .to_owned()
+                } else {
+                    cluster.collect_diagnostics(Trigger::StartFailed).await
+                };
                 cluster.delete_vm_quietly().await;
                 return Err(Error::StartFailed {
                     instance: cluster.name.to_string(),
                     source: Box::new(source),
                     log_tail,
+                    diagnostics,
                 });
             }
             // Everything else (a preflight check, a name another process took meanwhile) left
@@ -202,9 +216,14 @@ impl Cluster {
                 Ok(cluster)
             }
             Err(error) => {
+                let diagnostics = cluster.collect_diagnostics(Trigger::StartFailed).await;
                 cluster.delete_vm_quietly().await;
                 let _ = cluster.state.remove_record(cluster.name.as_str());
-                Err(error)
+                Err(Error::SetupFailed {
+                    instance: cluster.name.to_string(),
+                    source: Box::new(error),
+                    diagnostics,
+                })
             }
         }
     }
@@ -491,7 +510,49 @@ impl Cluster {
         converge::check_idempotent(self, playbook.as_ref(), options).await
     }
 
-    /// Deletes the VM and the harness's files for it, and reports any failure.
+    /// Collects logs and cluster state for a bug report into a new directory and returns it:
+    /// `<state dir>/<instance>/diagnostics/<UTC time>-requested-<pid>/`.
+    ///
+    /// The directory contains the ends of Lima's `ha.stderr.log` and `serial*.log`, the guest's
+    /// `journalctl -u k3s` and `/var/log/cloud-init-output.log`, node conditions, events, and
+    /// pod descriptions and logs of `kube-system` and of the namespaces created with
+    /// [`namespace`](Self::namespace), plus `collectors.txt`, which says what each file holds
+    /// or why its collector failed. Each guest command has its own deadline, and a collector
+    /// that fails does not stop the others. Values that look like secrets (tokens, passwords,
+    /// private keys, literal environment variables of pods) are redacted, and kubeconfigs and
+    /// Secrets are never read.
+    ///
+    /// The directory outlives the cluster: [`shutdown`](Self::shutdown) and `Drop` leave it in
+    /// place.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the directory or its summary cannot be written.
+    pub async fn dump_diagnostics(&self) -> Result<PathBuf> {
+        let dir = self.state.instance_dir(self.name.as_str());
+        let source = diagnostics::Source {
+            limactl: self.provisioner.limactl(),
+            instance: &self.name,
+            state_dir: &dir,
+        };
+        let collection = blocking(|| diagnostics::collect(&source, Trigger::Requested)).await?;
+        Ok(collection.dir)
+    }
+
+    /// Collects diagnostics before the VM is deleted after a failed start, and returns the
+    /// sentence for the error message.
+    async fn collect_diagnostics(&self, trigger: Trigger) -> String {
+        let dir = self.state.instance_dir(self.name.as_str());
+        let source = diagnostics::Source {
+            limactl: self.provisioner.limactl(),
+            instance: &self.name,
+            state_dir: &dir,
+        };
+        blocking(|| diagnostics::collect_and_describe(&source, trigger)).await
+    }
+
+    /// Deletes the VM and the harness's files for it, except collected diagnostics, and
+    /// reports any failure.
     pub async fn shutdown(mut self) -> Result<()> {
         self.destroy_on_drop = false;
         let provisioner = &self.provisioner;
@@ -616,6 +677,17 @@ fn leaves_vm_behind(error: &lima_provisioner::Error) -> bool {
     match error {
         lima_provisioner::Error::StartFailed { kind, .. } => kind.leaves_vm_behind(),
         _ => true,
+    }
+}
+
+/// Returns whether `limactl start` was killed by a signal. The harness's own deadline is reported as
+/// `TimedOut` instead, so a signal means that another process stopped the start on purpose.
+fn killed_by_signal(error: &lima_provisioner::Error) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+
+    match error {
+        lima_provisioner::Error::StartFailed { failure, .. } => failure.status.signal().is_some(),
+        _ => false,
     }
 }
 

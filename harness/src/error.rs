@@ -31,7 +31,7 @@ pub enum Error {
     /// `limactl start` failed; the instance was deleted afterwards.
     #[error(
         "failed to start Lima instance `{instance}`, and the harness has already deleted the \
-         half-started VM.\n{source}{log_tail}"
+         half-started VM.\n{source}{log_tail}\n{diagnostics}"
     )]
     StartFailed {
         /// The instance that failed to start.
@@ -41,6 +41,26 @@ pub enum Error {
         source: Box<lima_provisioner::Error>,
         /// The last lines of the instance's serial logs, already formatted.
         log_tail: String,
+        /// One sentence naming the diagnostics directory collected before the deletion, or
+        /// saying why there is none.
+        diagnostics: String,
+    },
+
+    /// `limactl start` succeeded, but the cluster did not become ready or could not be
+    /// recorded; the instance was deleted afterwards.
+    #[error(
+        "failed to set up k3s in Lima instance `{instance}` after it started, and the harness \
+         has already deleted the VM: {source}\n{diagnostics}"
+    )]
+    SetupFailed {
+        /// The instance.
+        instance: String,
+        /// The failure: a readiness timeout, an unusable kubeconfig, an API error.
+        #[source]
+        source: Box<Error>,
+        /// One sentence naming the diagnostics directory collected before the deletion, or
+        /// saying why there is none.
+        diagnostics: String,
     },
 
     /// A bounded wait ran out.

@@ -67,6 +67,12 @@ fn collect_one(state: &StateDir, name: &str) -> Result<Option<String>> {
     }
 
     let Some(record) = state.read_record_opt(name)? else {
+        if state.holds_only_diagnostics(name) {
+            return Ok(Some(format!(
+                "only its diagnostics are left; delete {} when you no longer need them",
+                dir.display()
+            )));
+        }
         return Ok(Some("no harness record".to_owned()));
     };
     if record.kept {

@@ -14,10 +14,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::booting;
 use crate::error::{Error, Result};
 use crate::spec::DestroyPolicy;
 use crate::state::{self, ClusterRecord, StateDir};
+use crate::{booting, diagnostics};
 
 /// Variable that turns a process that links the harness into a reaper for one instance.
 const REAPER_ENV: &str = "K3S_HARNESS_REAPER";
@@ -124,6 +124,9 @@ pub(crate) fn end_run(dir: &Path) {
             )),
             Err(error) => log(&format!("failed to mark the cluster as kept: {error}")),
         }
+        if failed {
+            collect_diagnostics(&record, dir);
+        }
         return;
     }
 
@@ -152,6 +155,29 @@ pub(crate) fn end_run(dir: &Path) {
             record.instance
         )),
     }
+}
+
+/// Collects diagnostics of a kept instance at the end of a run with a failed test, and logs
+/// where they are. The failed test's own namespaces are usually gone by now; the panic hook
+/// collected those when the test failed.
+fn collect_diagnostics(record: &ClusterRecord, dir: &Path) {
+    let name = match lima_provisioner::InstanceName::new(&record.instance, &record.lima_home) {
+        Ok(name) => name,
+        Err(error) => {
+            log(&format!("failed to collect diagnostics: {error}"));
+            return;
+        }
+    };
+    let provisioner = record.provisioner();
+    let source = diagnostics::Source {
+        limactl: provisioner.limactl(),
+        instance: &name,
+        state_dir: dir,
+    };
+    log(&diagnostics::collect_and_describe(
+        &source,
+        diagnostics::Trigger::RunEnded,
+    ));
 }
 
 /// Whether any process still holds its shared lock on the lease file.

@@ -19,10 +19,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use lima_provisioner::{InstanceName, InstanceStatus, Provisioner};
+use lima_provisioner::{InstanceName, InstanceStatus, Limactl, Provisioner};
 use tokio::sync::OnceCell;
 
 use crate::cluster::{BootOwner, Cluster, blocking, limactl_for, state_dir_for};
+use crate::diagnostics::{self, Trigger};
 use crate::error::{Error, Result};
 use crate::run::Run;
 use crate::spec::{ClusterSpec, DestroyPolicy};
@@ -46,7 +47,8 @@ struct Attachment {
     dir: PathBuf,
     lease: Option<File>,
     policy: DestroyPolicy,
-    instance: String,
+    instance: InstanceName,
+    limactl: Limactl,
     kubeconfig: PathBuf,
     owned_by_this_process: bool,
 }
@@ -221,7 +223,8 @@ fn attach(cluster: &Cluster, dir: &Path) -> Result<()> {
             dir: dir.to_owned(),
             lease: Some(lease),
             policy: record.destroy_policy,
-            instance: cluster.name().to_owned(),
+            instance: cluster.instance_name().clone(),
+            limactl: cluster.provisioner().limactl().clone(),
             kubeconfig: cluster.kubeconfig_path().to_owned(),
             owned_by_this_process: record.owner == crate::run::ProcessId::current(),
         });
@@ -241,37 +244,56 @@ async fn lock_exclusive(path: PathBuf) -> Result<File> {
     .expect("taking a file lock does not panic")
 }
 
-/// Marks every attached cluster's run as failed when a test panics, and prints how to reach a
-/// VM that the destroy policy will keep.
+/// Marks every attached cluster's run as failed when a test panics. For a VM that the destroy
+/// policy will keep, it then collects diagnostics while the failed test's namespaces still
+/// exist (unwinding deletes them), and prints how to reach the VM and where the diagnostics
+/// are.
 ///
 /// NOTE: a panic caught with `catch_unwind` (a `#[should_panic]` test, for one) also marks the
-/// run as failed.
+/// run as failed and collects diagnostics. The collection delays the panicking test by its
+/// duration: a few seconds against the fake `limactl`, and at most the probe's and the
+/// guest commands' deadlines when the guest hangs.
 fn install_panic_hook() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
+            // A panic inside a collection must not start another one, nor wait for the lock
+            // that the panicking collection's caller holds.
+            if diagnostics::on_collector_thread() {
+                return;
+            }
             let Ok(attachments) = ATTACHMENTS.lock() else {
                 return;
             };
             for attachment in attachments.iter() {
                 let _ = std::fs::write(attachment.dir.join(state::FAILED_FILE), b"");
+            }
+            for attachment in attachments.iter() {
                 if attachment.policy != DestroyPolicy::Always {
-                    eprintln!("{}", keep_hint(attachment));
+                    let source = diagnostics::Source {
+                        limactl: &attachment.limactl,
+                        instance: &attachment.instance,
+                        state_dir: &attachment.dir,
+                    };
+                    let diagnostics =
+                        diagnostics::collect_and_describe(&source, Trigger::TestFailed);
+                    eprintln!("{}", keep_hint(attachment, &diagnostics));
                 }
             }
         }));
     });
 }
 
-/// Formats the hint that shows a developer how to inspect a kept VM.
-fn keep_hint(attachment: &Attachment) -> String {
+/// Formats the hint that shows a developer how to inspect a kept VM, followed by the sentence
+/// about its diagnostics.
+fn keep_hint(attachment: &Attachment, diagnostics: &str) -> String {
     let name = &attachment.instance;
     format!(
         "k3s-harness: a test failed; instance `{name}` is kept after the run (destroy policy \
          {policy}). Inspect it with `limactl shell {name}` or `KUBECONFIG={kubeconfig} kubectl \
-         get pods -A`, and delete it with `k3s-harness down {name}`.",
+         get pods -A`, and delete it with `k3s-harness down {name}`. {diagnostics}",
         policy = attachment.policy,
         kubeconfig = attachment.kubeconfig.display(),
     )

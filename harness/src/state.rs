@@ -5,7 +5,10 @@
 //! cluster), `lock` (held exclusively while a process boots or inspects the instance), `lease`
 //! (held shared by every process attached to a run's cluster), `booting` (the process that is
 //! booting the instance and its `limactl start`), `failed` (present once a test of the run has
-//! failed) and `reaper.log`. The state dir is `K3S_HARNESS_STATE_DIR`, else
+//! failed), `reaper.log`, and `diagnostics/`. The last contains collections of logs and cluster
+//! state, which outlive the instance: removing the instance's state keeps them, and the user
+//! deletes them.
+//! The state dir is `K3S_HARNESS_STATE_DIR`, else
 //! `$XDG_STATE_HOME/k3s-harness`,
 //! else `~/.local/state/k3s-harness`; it is created with mode 0700 because kubeconfigs carry
 //! client keys.
@@ -17,6 +20,7 @@ use std::path::{Path, PathBuf};
 use lima_provisioner::{InstanceName, Limactl, Provisioner};
 use serde::{Deserialize, Serialize};
 
+use crate::diagnostics::DIAGNOSTICS_DIR;
 use crate::error::{Error, Result};
 use crate::run::ProcessId;
 use crate::spec::DestroyPolicy;
@@ -95,14 +99,59 @@ impl StateDir {
         Ok(dir)
     }
 
-    /// Removes an instance's directory; a missing one is not an error.
+    /// Removes an instance's directory, but keeps its `diagnostics` directory and so the
+    /// instance directory around it, because errors and hints print paths into it. A missing
+    /// directory is not an error.
     pub(crate) fn remove_instance_dir(&self, instance: &str) -> Result<()> {
         let dir = self.instance_dir(instance);
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(Error::io("remove the state directory", dir, error)),
+        if !dir.join(DIAGNOSTICS_DIR).is_dir() {
+            return match fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(error) => Err(Error::io("remove the state directory", dir, error)),
+            };
         }
+
+        let entries = fs::read_dir(&dir)
+            .map_err(|error| Error::io("list the state directory", &dir, error))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|error| Error::io("list the state directory", &dir, error))?;
+            if entry.file_name() == DIAGNOSTICS_DIR {
+                continue;
+            }
+            let path = entry.path();
+            let removed = match entry.file_type() {
+                Ok(file_type) if file_type.is_dir() => fs::remove_dir_all(&path),
+                _ => fs::remove_file(&path),
+            };
+            match removed {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io("remove", path, error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns whether the instance's directory contains files of a cluster, that is anything
+    /// but collected diagnostics and the lock file (which `k3s-harness gc` creates when it
+    /// inspects a directory).
+    pub(crate) fn holds_cluster_files(&self, instance: &str) -> bool {
+        let Ok(entries) = fs::read_dir(self.instance_dir(instance)) else {
+            return false;
+        };
+        entries.filter_map(|entry| entry.ok()).any(|entry| {
+            let name = entry.file_name();
+            name != DIAGNOSTICS_DIR && name != LOCK_FILE
+        })
+    }
+
+    /// Returns whether only collected diagnostics (and possibly the lock file) are left of the
+    /// instance.
+    pub(crate) fn holds_only_diagnostics(&self, instance: &str) -> bool {
+        self.instance_dir(instance).join(DIAGNOSTICS_DIR).is_dir()
+            && !self.holds_cluster_files(instance)
     }
 
     pub(crate) fn kubeconfig_path(&self, instance: &str) -> PathBuf {
@@ -335,6 +384,50 @@ mod tests {
 
         let error = state.read_record("k3sh-b").unwrap_err();
         assert!(matches!(error, Error::UnknownInstance { .. }), "{error}");
+    }
+
+    #[test]
+    fn removing_instance_dir_keeps_diagnostics() {
+        let temporary = tempfile::tempdir().unwrap();
+        let state = StateDir {
+            root: temporary.path().to_owned(),
+        };
+        let dir = state.create_instance_dir("k3sh-a").unwrap();
+        fs::write(dir.join(RECORD_FILE), "{}").unwrap();
+        fs::write(dir.join(LOCK_FILE), "").unwrap();
+        fs::create_dir_all(dir.join("imported")).unwrap();
+        let collection = dir
+            .join(DIAGNOSTICS_DIR)
+            .join("20261204T234138Z-requested-1");
+        fs::create_dir_all(&collection).unwrap();
+        fs::write(collection.join("host-agent.log"), "log\n").unwrap();
+        assert!(state.holds_cluster_files("k3sh-a"));
+
+        state.remove_instance_dir("k3sh-a").unwrap();
+
+        assert!(collection.join("host-agent.log").is_file());
+        let mut left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, [DIAGNOSTICS_DIR]);
+        assert!(!state.holds_cluster_files("k3sh-a"));
+        assert!(state.holds_only_diagnostics("k3sh-a"));
+    }
+
+    #[test]
+    fn removing_instance_dir_without_diagnostics_removes_it() {
+        let temporary = tempfile::tempdir().unwrap();
+        let state = StateDir {
+            root: temporary.path().to_owned(),
+        };
+        let dir = state.create_instance_dir("k3sh-a").unwrap();
+        fs::write(dir.join(RECORD_FILE), "{}").unwrap();
+
+        state.remove_instance_dir("k3sh-a").unwrap();
+
+        assert!(!dir.exists());
     }
 
     #[test]

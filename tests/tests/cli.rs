@@ -105,6 +105,62 @@ fn down_of_unknown_instance_fails_clearly() {
 }
 
 #[test]
+fn logs_prints_diagnostics_directory() {
+    let lima = SimulatedLima::new();
+    let up = harness(&lima, &["up"]);
+    assert!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let name = stdout_value(&up, "instance");
+
+    let logs = harness(&lima, &["logs", &name]);
+
+    let stderr = String::from_utf8_lossy(&logs.stderr);
+    assert!(logs.status.success(), "logs failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&logs.stdout);
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(printed.len(), 1, "stdout is the path alone: {stdout:?}");
+    let dir = std::path::Path::new(printed[0]);
+    assert_eq!(
+        dir.parent(),
+        Some(lima.state_dir().join(&name).join("diagnostics").as_path()),
+        "{stdout}"
+    );
+    assert!(dir.join("collectors.txt").is_file(), "{stderr}");
+    assert!(dir.join("host-agent.log").is_file(), "{stderr}");
+    assert!(
+        stderr.contains(printed[0]),
+        "the summary names the directory: {stderr}"
+    );
+
+    let down = harness(&lima, &["down", &name]);
+    assert!(
+        down.status.success(),
+        "down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+}
+
+#[test]
+fn logs_of_unknown_instance_fails_clearly() {
+    let lima = SimulatedLima::new();
+
+    let logs = harness(&lima, &["logs", "k3sh-not-mine"]);
+
+    assert_eq!(logs.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&logs.stderr);
+    assert!(stderr.contains("k3sh-not-mine"), "{stderr}");
+    assert!(stderr.contains("not started by k3s-harness"), "{stderr}");
+    assert!(logs.stdout.is_empty(), "no path is printed");
+    assert!(
+        !lima.state_dir().join("k3sh-not-mine").exists(),
+        "nothing is created for an unknown instance"
+    );
+}
+
+#[test]
 fn invalid_arguments_exit_2() {
     let lima = SimulatedLima::new();
 

@@ -8,16 +8,30 @@ use k3s_harness::{Cluster, ClusterSpec};
 use k3s_harness_tests::{ExpectOk, SimulatedLima};
 use lima_provisioner::{InstanceName, Limactl, Provisioner, ShellOptions};
 
+/// Checks that no instance and no state is left, except the diagnostics that a failed start
+/// collects and keeps on purpose.
 fn assert_nothing_left(lima: &SimulatedLima) {
     assert_eq!(
         lima.instance_names(),
         Vec::<String>::new(),
         "no instance is left"
     );
-    let state_entries = std::fs::read_dir(lima.state_dir())
-        .map(|entries| entries.count())
-        .unwrap_or(0);
-    assert_eq!(state_entries, 0, "no state directory is left");
+    let instance_dirs = std::fs::read_dir(lima.state_dir())
+        .map(|entries| entries.filter_map(|entry| entry.ok()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for instance_dir in instance_dirs {
+        let left: Vec<String> = std::fs::read_dir(instance_dir.path())
+            .unwrap()
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect();
+        assert_eq!(
+            left,
+            ["diagnostics"],
+            "only diagnostics are left in {}",
+            instance_dir.path().display()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

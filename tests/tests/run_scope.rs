@@ -35,8 +35,9 @@ const DELETE_AFTER_SIGNAL: Duration = Duration::from_secs(10);
 /// Bound on the wait for a nested run's cluster to be up (the suite is already built).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Bound on the reaper's decision to keep a VM and on its exit afterwards.
-const REAPER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on the reaper's decision to keep a VM and on its exit afterwards, which follows the
+/// diagnostics it collects when a test failed.
+const REAPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long each test keeps using the cluster in the runs that are interrupted, so that the
 /// signal lands while tests hold their leases.
@@ -258,6 +259,20 @@ fn run_quietly(mut command: Command, timeout: Duration) {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Returns the diagnostics directory named in `text` (the failure output, a reaper log): the
+/// path after "are in ", up to the next `;`.
+#[track_caller]
+fn diagnostics_dir_named(text: &str) -> PathBuf {
+    let marker = " are in ";
+    let start = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("no diagnostics directory named in:\n{text}"))
+        + marker.len();
+    let rest = &text[start..];
+    let end = rest.find(';').unwrap_or(rest.len());
+    PathBuf::from(&rest[..end])
 }
 
 /// Lists the instance directories in the harness's state directory.
@@ -693,6 +708,31 @@ fn on_success_keeps_only_failed_runs() {
         output.contains(&format!("KUBECONFIG={}", kubeconfig.display())),
         "the failure output names the kept VM's kubeconfig:\n{output}"
     );
+    let diagnostics = lima.state_dir().join(&kept_instance).join("diagnostics");
+    let at_failure = diagnostics_dir_named(&output);
+    assert_eq!(
+        at_failure.parent(),
+        Some(diagnostics.as_path()),
+        "the failure output names the diagnostics collected when the test failed:\n{output}"
+    );
+    assert!(
+        at_failure.to_string_lossy().contains("-test-failed-"),
+        "{}",
+        at_failure.display()
+    );
+    for file in ["collectors.txt", "host-agent.log", "nodes.txt"] {
+        assert!(
+            at_failure.join(file).is_file(),
+            "{file} is collected in {}",
+            at_failure.display()
+        );
+    }
+    let log = reaper_log(lima, &kept_instance);
+    let at_end = diagnostics_dir_named(&log);
+    assert!(
+        at_end.to_string_lossy().contains("-run-ended-") && at_end.join("collectors.txt").is_file(),
+        "the reaper collects diagnostics when it keeps the VM and logs where:\n{log}"
+    );
 
     let mut passing = fixture.nextest("passing", &[("K3S_HARNESS_DESTROY", "on-success")]);
     let passed = passing.wait(RUN_TIMEOUT);
@@ -728,6 +768,15 @@ fn never_policy_keeps_vm() {
     assert_eq!(lines.len(), SUITE_TESTS, "{lines:#?}");
     let (instance, _) = one_cluster(&lines);
     fixture.assert_kept(&instance, &run);
+    assert!(
+        !fixture
+            .lima
+            .state_dir()
+            .join(&instance)
+            .join("diagnostics")
+            .exists(),
+        "a run without failures collects no diagnostics"
+    );
 }
 
 #[test]
