@@ -197,15 +197,15 @@ impl Cluster {
             }
         }
 
-        if !cluster.agents.is_empty()
-            && let Err(error) = cluster.boot_agents(&agent_template, &dir).await
-        {
-            cluster.delete_vm_quietly().await;
-            let _ = cluster.state.remove_record(cluster.name.as_str());
-            return Err(error);
-        }
-
-        let finished = cluster.finish_start().await;
+        let agents_booted = if cluster.agents.is_empty() {
+            Ok(())
+        } else {
+            cluster.boot_agents(&agent_template, &dir).await
+        };
+        let finished = match agents_booted {
+            Ok(()) => cluster.finish_start().await,
+            Err(error) => Err(error),
+        };
         let recorded = match finished {
             Ok(()) => cluster.state.write_record(&cluster.record(owner)),
             Err(error) => Err(error),
@@ -533,6 +533,7 @@ impl Cluster {
         let source = diagnostics::Source {
             limactl: self.provisioner.limactl(),
             instance: &self.name,
+            agents: &self.agents,
             state_dir: &dir,
         };
         let collection = blocking(|| diagnostics::collect(&source, Trigger::Requested)).await?;
@@ -546,6 +547,7 @@ impl Cluster {
         let source = diagnostics::Source {
             limactl: self.provisioner.limactl(),
             instance: &self.name,
+            agents: &self.agents,
             state_dir: &dir,
         };
         blocking(|| diagnostics::collect_and_describe(&source, trigger)).await
@@ -597,6 +599,10 @@ impl Cluster {
 
     pub(crate) fn provisioner(&self) -> &Provisioner {
         &self.provisioner
+    }
+
+    pub(crate) fn instance_name(&self) -> &InstanceName {
+        &self.name
     }
 
     /// The instance's directory under `LIMA_HOME`.

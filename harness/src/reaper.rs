@@ -169,9 +169,11 @@ fn collect_diagnostics(record: &ClusterRecord, dir: &Path) {
         }
     };
     let provisioner = record.provisioner();
+    let agents = record.agent_names().unwrap_or_default();
     let source = diagnostics::Source {
         limactl: provisioner.limactl(),
         instance: &name,
+        agents: &agents,
         state_dir: dir,
     };
     log(&diagnostics::collect_and_describe(

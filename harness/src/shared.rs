@@ -48,6 +48,7 @@ struct Attachment {
     lease: Option<File>,
     policy: DestroyPolicy,
     instance: InstanceName,
+    agents: Vec<InstanceName>,
     limactl: Limactl,
     kubeconfig: PathBuf,
     owned_by_this_process: bool,
@@ -224,6 +225,12 @@ fn attach(cluster: &Cluster, dir: &Path) -> Result<()> {
             lease: Some(lease),
             policy: record.destroy_policy,
             instance: cluster.instance_name().clone(),
+            agents: cluster
+                .nodes()
+                .iter()
+                .skip(1)
+                .map(|node| node.instance_name().clone())
+                .collect(),
             limactl: cluster.provisioner().limactl().clone(),
             kubeconfig: cluster.kubeconfig_path().to_owned(),
             owned_by_this_process: record.owner == crate::run::ProcessId::current(),
@@ -275,6 +282,7 @@ fn install_panic_hook() {
                     let source = diagnostics::Source {
                         limactl: &attachment.limactl,
                         instance: &attachment.instance,
+                        agents: &attachment.agents,
                         state_dir: &attachment.dir,
                     };
                     let diagnostics =

@@ -105,8 +105,10 @@ impl Drop for CollectorThreadGuard {
 pub(crate) struct Source<'a> {
     /// The limactl client that reaches the instance.
     pub(crate) limactl: &'a Limactl,
-    /// The Lima instance.
+    /// The Lima instance: the server of a multi-node cluster.
     pub(crate) instance: &'a InstanceName,
+    /// The agents of a multi-node cluster, whose host agent logs are collected too.
+    pub(crate) agents: &'a [InstanceName],
     /// The instance's harness state directory, `<state dir>/<instance>`.
     pub(crate) state_dir: &'a Path,
 }
@@ -230,9 +232,13 @@ pub(crate) fn collect(source: &Source<'_>, trigger: Trigger) -> Result<Collectio
     tracing::info!(instance = %source.instance, dir = %dir.display(), "collecting diagnostics");
 
     let mut outcomes = vec![
-        timed(|| host_agent_log(&dir, source)),
+        timed(|| host_agent_log(&dir, source, source.instance, "host-agent.log")),
         timed(|| serial_console_logs(&dir, source)),
     ];
+    for agent in source.agents {
+        let file = format!("host-agent-{agent}.log");
+        outcomes.push(timed(|| host_agent_log(&dir, source, agent, &file)));
+    }
 
     match probe_guest(source) {
         Ok(()) => {
@@ -423,10 +429,14 @@ fn write_outcome(
     }
 }
 
-/// Copies the end of the host agent's log, `<LIMA_HOME>/<instance>/ha.stderr.log`.
-fn host_agent_log(dir: &Path, source: &Source<'_>) -> Outcome {
-    let path = lima_instance_dir(source).join("ha.stderr.log");
-    let file = "host-agent.log";
+/// Copies the end of the host agent's log of `instance`, `<LIMA_HOME>/<instance>/ha.stderr.log`,
+/// to `file`.
+fn host_agent_log(dir: &Path, source: &Source<'_>, instance: &InstanceName, file: &str) -> Outcome {
+    let path = source
+        .limactl
+        .lima_home()
+        .join(instance.as_str())
+        .join("ha.stderr.log");
     match read_tail(&path, LOG_LINES, LOG_BYTES) {
         Ok(tail) => write_outcome(
             dir,

@@ -22,9 +22,11 @@ pub(crate) fn run_logs_command(name: &str) -> Result<()> {
     let instance = InstanceName::new(name, &record.lima_home)?;
     let provisioner = record.provisioner();
     let dir = state.instance_dir(name);
+    let agents = record.agent_names()?;
     let source = Source {
         limactl: provisioner.limactl(),
         instance: &instance,
+        agents: &agents,
         state_dir: &dir,
     };
 
