@@ -156,12 +156,26 @@ async fn failing_agent_boot_leaves_nothing() {
         Vec::<String>::new(),
         "the server and the agents are deleted"
     );
-    assert_eq!(
-        std::fs::read_dir(lima.state_dir())
-            .map(|entries| entries.count())
-            .unwrap_or(0),
-        0,
-        "no state directory is left"
+    let left: Vec<String> = std::fs::read_dir(lima.state_dir())
+        .unwrap()
+        .flat_map(|instance| std::fs::read_dir(instance.unwrap().path()).unwrap())
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["diagnostics"], "only the diagnostics are left");
+    assert!(
+        error.contains("Diagnostics"),
+        "the error names them: {error}"
+    );
+    let collected = std::fs::read_dir(lima.state_dir())
+        .unwrap()
+        .map(|instance| instance.unwrap().path().join("diagnostics"))
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap())
+        .flat_map(|collection| std::fs::read_dir(collection.unwrap().path()).unwrap())
+        .map(|file| file.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        collected.iter().any(|file| file.ends_with("-a1.log")),
+        "the agents' host agent logs are collected: {collected:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !lima.processes().is_empty() && Instant::now() < deadline {
