@@ -725,7 +725,7 @@ pub(crate) struct BootOwner {
 /// Checks limactl and the host, and builds the Lima spec: refuses old Lima and a name that is
 /// already taken, and picks the API port.
 fn prepare(provisioner: &Provisioner, spec: &ClusterSpec, name: &InstanceName) -> Result<LimaSpec> {
-    provisioner.limactl().version()?;
+    let version = provisioner.limactl().version()?;
 
     if provisioner.exists(name)? {
         return Err(Error::InvalidConfig {
@@ -773,7 +773,7 @@ fn prepare(provisioner: &Provisioner, spec: &ClusterSpec, name: &InstanceName) -
     lima_spec.set.extend(spec.k3s_version_expression());
 
     if spec.nodes > 1 {
-        nodes::check_agent_support(provisioner, &spec.template)?;
+        nodes::check_agent_support(provisioner, &version, &spec.template)?;
         for agent in nodes::agent_names(name, spec.nodes, provisioner.limactl().lima_home())? {
             if provisioner.exists(&agent)? {
                 return Err(Error::InvalidConfig {

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use lima_provisioner::{
-    InstanceName, LimaSpec, PortForward, Provisioner, ShellOptions, ShellOutput,
+    InstanceName, LimaSpec, LimaVersion, PortForward, Provisioner, ShellOptions, ShellOutput,
 };
 
 use crate::booting::BootingMarker;
@@ -176,8 +176,22 @@ pub(crate) fn server_url(server: &InstanceName) -> String {
     format!("https://lima-{server}.internal:6443")
 }
 
-/// Fails unless `template` takes the `url` and `token` parameters that turn it into an agent.
-pub(crate) fn check_agent_support(provisioner: &Provisioner, template: &str) -> Result<()> {
+/// Fails unless agents can join: Lima 2.1 or newer (`version`), and a `template` that takes
+/// the `url` and `token` parameters that turn it into an agent.
+pub(crate) fn check_agent_support(
+    provisioner: &Provisioner,
+    version: &LimaVersion,
+    template: &str,
+) -> Result<()> {
+    if (version.major, version.minor) < (2, 1) {
+        return Err(Error::InvalidConfig {
+            name: "nodes (K3S_HARNESS_NODES)".to_owned(),
+            value: version.raw.clone(),
+            reason: "agents join through the k3s template's `url` and `token` parameters, \
+                     which Lima has from 2.1 on; upgrade Lima or boot a single node"
+                .to_owned(),
+        });
+    }
     let declared = provisioner.limactl().template_params(template)?;
     let missing: Vec<&str> = AGENT_PARAMS
         .into_iter()

@@ -189,6 +189,57 @@ async fn failing_agent_boot_leaves_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn lima_2_1_gets_params_through_set() {
+    let lima = SimulatedLima::new();
+
+    let cluster = Cluster::start(
+        lima.spec()
+            .nodes(2)
+            .limactl_env("FAKE_LIMACTL_VERSION", "2.1.0"),
+    )
+    .await
+    .expect_ok("the 2-node cluster starts on Lima 2.1");
+
+    let agent_start = lima
+        .invocations()
+        .into_iter()
+        .filter(|argv| argv.first().is_some_and(|command| command == "start"))
+        .nth(1)
+        .expect("the agent was started");
+    assert!(
+        agent_start
+            .iter()
+            .any(|arg| arg.starts_with("--set=.param[\"url\"] = ")),
+        "Lima 2.1 gets the URL through --set: {agent_start:?}"
+    );
+    assert!(
+        !agent_start.iter().any(|arg| arg.starts_with("--param")),
+        "Lima 2.1 has no --param: {agent_start:?}"
+    );
+    assert_eq!(ready_nodes(&cluster).await.len(), 2);
+    cluster.shutdown().await.expect_ok("the cluster shuts down");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lima_2_0_rejected_for_agents() {
+    let lima = SimulatedLima::new();
+
+    let error = Cluster::start(
+        lima.spec()
+            .nodes(2)
+            .limactl_env("FAKE_LIMACTL_VERSION", "2.0.3"),
+    )
+    .await
+    .expect_err("Lima 2.0 cannot boot agents")
+    .to_string();
+
+    assert!(error.contains("2.0.3"), "{error}");
+    assert!(error.contains("2.1"), "{error}");
+    assert_eq!(lima.count("start"), 0, "nothing is booted");
+    assert_eq!(lima.instance_names(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn too_many_nodes_rejected_before_limactl() {
     let lima = SimulatedLima::new();
 
