@@ -28,6 +28,7 @@ mod gc;
 pub mod image;
 mod kubeconfig;
 mod namespace;
+mod progress;
 mod readiness;
 mod reaper;
 mod run;
