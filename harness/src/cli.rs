@@ -28,6 +28,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::cluster::blocking;
 use crate::converge::ConvergeError;
 use crate::error::Error;
 use crate::state::StateDir;
@@ -292,8 +293,8 @@ async fn run(command: Command, context: Context) -> Result<ExitCode, CliError> {
 async fn dispatch(command: Command, context: Context) -> Result<ExitCode, CliError> {
     match command {
         Command::Kubeconfig(args) => inspect::kubeconfig(args, &context),
-        Command::Down { name } => lifecycle::down(&name, &context),
-        Command::Gc => lifecycle::gc(&context),
+        Command::Down { name } => blocking(|| lifecycle::down(&name, &context)).await,
+        Command::Gc => blocking(|| lifecycle::gc(&context)).await,
         Command::NextestSetup(args) => boot::nextest_setup(args, &context).await,
         Command::Status(args) => inspect::status(args, &context).await,
         Command::List(args) => inspect::list(args, &context).await,

@@ -892,3 +892,41 @@ fn invalid_arguments_of_each_command_exit_2() {
         "limactl never ran"
     );
 }
+
+#[test]
+fn interrupted_list_exits_130() {
+    let lima = SimulatedLima::new();
+    let (name, _) = up(&lima, &[]);
+    let lists_before = lima.count("list");
+    let pids_before = lima.logged_pids().len();
+    let scratch = tempfile::tempdir().unwrap();
+    let stderr_path = scratch.path().join("list.stderr");
+    let mut list = harness_command(&lima, &["list"])
+        .env("FAKE_LIMACTL_HANG", "list")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("k3s-harness runs");
+
+    let hanging = wait_until(Duration::from_secs(30), || {
+        lima.count("list") > lists_before
+    });
+    assert!(hanging, "limactl list never ran");
+    let pid = Pid::from_raw(i32::try_from(list.id()).unwrap());
+    nix::sys::signal::kill(pid, Signal::SIGINT).expect("k3s-harness can be signalled");
+    let status = list.wait().unwrap();
+
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // The hanging `limactl list` runs in a process group of its own, which SIGINT did not
+    // reach. Only a pid that still runs the fake is killed, never a reused one.
+    let fake = lima.limactl().display().to_string();
+    for pid in lima.logged_pids().into_iter().skip(pids_before) {
+        let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&command_line).starts_with(&fake) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    down(&lima, &name);
+}

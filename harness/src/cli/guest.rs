@@ -155,7 +155,8 @@ async fn attach(context: &Context, name: &str, spec: ClusterSpec) -> Result<Clus
 ///
 /// `limactl shell` runs in this process's group, so the terminal's Ctrl-C and Ctrl-Z reach it
 /// (and the `ssh` it runs) directly, as they would if the user ran it. SIGINT, SIGTERM and
-/// SIGHUP sent to this process alone are passed on, and this process stays until limactl
+/// SIGHUP that this process receives are passed on too, for senders that signal this process
+/// alone, so a Ctrl-C at the terminal reaches limactl twice. This process stays until limactl
 /// exits, to return its status.
 pub(super) async fn shell(args: ShellArgs, context: &Context) -> Result<ExitCode, CliError> {
     let state = context.state()?;
