@@ -1,25 +1,66 @@
 //! The `k3s-harness` command line.
 //!
-//! Exit status: 0 on success, 1 when the operation failed (the error is printed on stderr),
-//! 2 for invalid arguments or configuration, 130 when `up` was interrupted (its VM is deleted).
+//! Subcommands, grouped by module: `up` and `nextest-setup` boot a cluster ([`boot`]), `down`
+//! and `gc` delete clusters ([`lifecycle`]), `status`, `list` and `kubeconfig` describe them
+//! ([`inspect`]), and `shell`, `import` and `converge` work inside a running one ([`guest`]).
+//! `up` and `nextest-setup` show the boot's phases on stderr ([`progress`]).
+//!
+//! Exit status: 0 on success, 1 when the operation failed (the error is printed on stderr), 2
+//! for invalid arguments or configuration, 130 when interrupted by SIGINT (Ctrl-C; `up` then
+//! deletes the VM it was booting). `shell` exits with the status of the guest command instead,
+//! or 128 plus the signal number when a signal ended `limactl shell`, and with 1 when the
+//! harness itself failed.
 
+mod boot;
+mod guest;
+mod inspect;
+mod lifecycle;
+mod progress;
+mod spec_args;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lima_provisioner::InstanceName;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::Cluster;
-use crate::booting;
-use crate::error::{Error, Result};
-use crate::shared::{INSTANCE_ENV, KUBECONFIG_ENV};
-use crate::spec::{ClusterSpec, parse_duration};
+use crate::cluster::blocking;
+use crate::converge::ConvergeError;
+use crate::error::Error;
 use crate::state::StateDir;
+use progress::BootProgress;
+
+/// The exit statuses, appended to `k3s-harness --help`.
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0    success
+  1    the operation failed; the error is printed on stderr
+  2    invalid arguments or configuration
+  130  interrupted by SIGINT (Ctrl-C); `up` deletes the VM it was booting
+`shell` exits with the guest command's status instead.";
+
+/// Log filter when `K3S_HARNESS_LOG` is unset.
+///
+/// kube's client logs every refused connection at ERROR while the harness waits for the API
+/// server, which is expected during a boot, so it stays quiet unless `K3S_HARNESS_LOG`
+/// enables it.
+const DEFAULT_LOG_FILTER: &str = "warn,k3s_harness=info,lima_provisioner=info,kube_client=off";
 
 /// Throwaway k3s clusters in Lima VMs for end-to-end tests.
+///
+/// Set K3S_HARNESS_LOG to a tracing filter (such as `debug`) for more detail on stderr.
 #[derive(Debug, Parser)]
-#[command(name = "k3s-harness", version)]
+#[command(name = "k3s-harness", version, after_help = EXIT_STATUS_HELP)]
 struct Cli {
+    /// Directory of the harness's per-instance files [default: $XDG_STATE_HOME/k3s-harness,
+    /// else ~/.local/state/k3s-harness] [env: K3S_HARNESS_STATE_DIR]
+    #[arg(long, global = true, value_name = "DIR", display_order = 900)]
+    state_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -27,12 +68,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Boot a cluster and leave it running; prints `instance=NAME` and `kubeconfig=PATH`.
-    Up(UpArgs),
+    ///
+    /// The boot's phases are shown on stderr, as a spinner on a terminal and otherwise as one
+    /// line per phase with a UTC timestamp. The time each phase took follows at the end. The
+    /// cluster runs until `k3s-harness down NAME`, and Ctrl-C during the boot deletes it.
+    Up(boot::UpArgs),
     /// Print the path of a harness cluster's kubeconfig.
-    Kubeconfig {
-        /// The Lima instance name printed by `up`.
-        name: String,
-    },
+    Kubeconfig(inspect::KubeconfigArgs),
     /// Delete a harness cluster's VM and the harness's files for it.
     Down {
         /// The Lima instance name printed by `up`.
@@ -48,69 +90,152 @@ enum Command {
     },
     /// Boot the run's shared cluster from a nextest setup script and export
     /// K3S_HARNESS_INSTANCE and K3S_HARNESS_KUBECONFIG to the tests through $NEXTEST_ENV.
-    NextestSetup(SpecArgs),
+    ///
+    /// Every flag given, except --api-port and --name, is exported to the tests as its
+    /// variable too (`--cpus 2` as K3S_HARNESS_CPUS=2, `--lima-home` as LIMA_HOME,
+    /// `--state-dir` as K3S_HARNESS_STATE_DIR), so a test's `Cluster::shared` spec matches the
+    /// booted cluster and attaches to it. The boot's phases are printed on stderr.
+    NextestSetup(boot::NextestSetupArgs),
+    /// Describe one harness cluster: its Lima status, API port, owner, policy and kubeconfig.
+    Status(inspect::StatusArgs),
+    /// List every harness cluster in the state directory.
+    List(inspect::ListArgs),
+    /// Run a command in a harness cluster's VM through `limactl shell`.
+    Shell(guest::ShellArgs),
+    /// Import image archives or container engine images into a harness cluster's containerd.
+    ///
+    /// Prints the normalised reference of every imported image on stdout, one per line, such
+    /// as docker.io/library/operator:1.0. An archive already imported into the cluster is
+    /// skipped. `:latest` and untagged references are rejected unless --allow-latest-images is
+    /// given, because Kubernetes would pull them again.
+    Import(guest::ImportArgs),
+    /// Run a Jetpack playbook against a harness cluster's VM over SSH.
+    ///
+    /// Runs `jetp ssh --playbook PLAYBOOK --inventory DIR`, where JETP names the binary, else
+    /// jetpack or jetp on PATH. jetp's output is logged on stderr as it arrives; stdout gets
+    /// `changed=N` and `unchanged=N`, counted from the first run.
+    Converge(guest::ConvergeArgs),
 }
 
-#[derive(Debug, clap::Args)]
-struct UpArgs {
-    #[command(flatten)]
-    spec: SpecArgs,
+impl Command {
+    /// Returns true when the command boots a cluster, whose phases are then shown on stderr.
+    fn boots(&self) -> bool {
+        matches!(self, Command::Up(_) | Command::NextestSetup(_))
+    }
 }
 
-#[derive(Debug, clap::Args)]
-struct SpecArgs {
-    /// Lima instance name [default: `k3sh-FINGERPRINT-RANDOM`] [env: K3S_HARNESS_INSTANCE]
-    #[arg(long)]
-    name: Option<String>,
-    /// Lima template locator [default: template:k3s] [env: K3S_HARNESS_TEMPLATE]
-    #[arg(long)]
-    template: Option<String>,
-    /// Virtual CPUs [default: Lima's, 4] [env: K3S_HARNESS_CPUS]
-    #[arg(long)]
-    cpus: Option<u32>,
-    /// Memory in MiB [default: Lima's, 4096] [env: K3S_HARNESS_MEMORY_MIB]
-    #[arg(long, value_name = "MIB")]
-    memory_mib: Option<u64>,
-    /// Disk size in GiB [default: Lima's, 100] [env: K3S_HARNESS_DISK_GIB]
-    #[arg(long, value_name = "GIB")]
-    disk_gib: Option<u64>,
-    /// k3s release to install, such as v1.33.4+k3s1 [default: the installer's stable channel]
-    /// [env: K3S_HARNESS_K3S_VERSION]
-    #[arg(long)]
-    k3s_version: Option<String>,
-    /// Host port forwarded to the API server [default: a free port] [env: K3S_HARNESS_API_PORT]
-    #[arg(long)]
-    api_port: Option<u16>,
-    /// Bound on `limactl start`: seconds, or a number with s, m or h [default: 10m]
-    /// [env: K3S_HARNESS_START_TIMEOUT]
-    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
-    start_timeout: Option<Duration>,
-    /// Bound on the readiness wait after start: seconds, or a number with s, m or h
-    /// [default: 5m] [env: K3S_HARNESS_READY_TIMEOUT]
-    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
-    ready_timeout: Option<Duration>,
+/// Settings that every subcommand may need besides its own arguments.
+struct Context {
+    /// `--state-dir`, which wins over `K3S_HARNESS_STATE_DIR`.
+    state_dir: Option<PathBuf>,
+    /// The boot progress display, for the commands that boot.
+    progress: Option<Arc<BootProgress>>,
 }
 
-fn duration_arg(value: &str) -> std::result::Result<Duration, String> {
-    parse_duration("duration", value).map_err(|error| error.to_string())
+impl Context {
+    /// Returns the harness state directory: `--state-dir`, else the environment's.
+    fn state(&self) -> Result<StateDir, Error> {
+        match &self.state_dir {
+            Some(dir) => Ok(StateDir::new(dir.clone())),
+            None => StateDir::from_env(),
+        }
+    }
+}
+
+/// A failed command, with its exit status.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// A harness operation failed.
+    #[error(transparent)]
+    Harness(#[from] Error),
+
+    /// A Jetpack converge failed.
+    #[error(transparent)]
+    Converge(#[from] ConvergeError),
+
+    /// The instance's record shows that it is still booting.
+    #[error(
+        "instance `{instance}` is not ready: it is still booting, or the process booting it \
+         died; wait for `k3s-harness up` to finish, or delete it with `k3s-harness down {instance}`"
+    )]
+    NotReady {
+        /// The instance.
+        instance: String,
+    },
+
+    /// Lima does not list the instance as running.
+    #[error(
+        "Lima instance `{instance}` is {status}, not Running; delete it with \
+         `k3s-harness down {instance}` and boot a new one"
+    )]
+    NotRunning {
+        /// The instance.
+        instance: String,
+        /// Lima's status, or `not found`.
+        status: String,
+    },
+
+    /// `k3s-harness gc` could not delete some instances; their errors were printed already.
+    #[error("failed to delete {failed} harness cluster(s); see the errors above")]
+    GcIncomplete {
+        /// How many deletions failed.
+        failed: usize,
+    },
+
+    /// `limactl shell` could not be started or waited for.
+    #[error("failed to run `{command}`: {source}")]
+    ShellSpawn {
+        /// The shell-quoted command line.
+        command: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `limactl shell` ran past `--timeout` and was killed.
+    #[error("`{command}` timed out after {after:?} and was killed; pass a longer --timeout")]
+    ShellTimedOut {
+        /// The shell-quoted command line.
+        command: String,
+        /// The deadline.
+        after: Duration,
+    },
+}
+
+impl CliError {
+    /// 2 for input the user can fix by changing arguments or variables, 1 otherwise.
+    fn exit_code(&self) -> ExitCode {
+        let invalid_input = match self {
+            CliError::Harness(error) => is_invalid_input(error),
+            CliError::Converge(
+                ConvergeError::InvalidOption { .. } | ConvergeError::PlaybookNotFound { .. },
+            ) => true,
+            _ => false,
+        };
+        if invalid_input {
+            ExitCode::from(2)
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_invalid_input(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::InvalidConfig { .. }
+            | Error::Lima(
+                lima_provisioner::Error::InvalidInstanceName { .. }
+                    | lima_provisioner::Error::InvalidSpec { .. }
+            )
+    )
 }
 
 /// Runs the command line and returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // kube's client logs every refused connection at ERROR while the harness waits for the API
-    // server, which is expected during a boot, so it stays quiet unless K3S_HARNESS_LOG enables it.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("K3S_HARNESS_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(
-                    "warn,k3s_harness=info,lima_provisioner=info,kube_client=off",
-                )
-            }),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    let progress = cli.command.boots().then(BootProgress::for_stderr);
+    init_tracing(progress.clone());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -122,245 +247,98 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let context = Context {
+        state_dir: cli.state_dir,
+        progress,
+    };
+    let result = runtime.block_on(run(cli.command, context));
+    // An interrupted command may leave a blocking call behind, which must not delay the exit.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
-            exit_code_for(&error)
+            error.exit_code()
         }
     }
 }
 
-/// 2 for configuration the user can fix by changing arguments or variables, 1 otherwise.
-fn exit_code_for(error: &Error) -> ExitCode {
-    match error {
-        Error::InvalidConfig { .. }
-        | Error::Lima(lima_provisioner::Error::InvalidInstanceName { .. }) => ExitCode::from(2),
-        _ => ExitCode::FAILURE,
+/// Logs to stderr through `K3S_HARNESS_LOG`'s filter, and feeds boot phases to `progress`.
+fn init_tracing(progress: Option<Arc<BootProgress>>) {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("K3S_HARNESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    if progress.is_some() {
+        let hidden = format!("{}=off", crate::progress::TARGET);
+        filter = filter.add_directive(hidden.parse().expect("the directive is valid"));
+    }
+    let log = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(progress::LogWriter::new(progress.clone()))
+        .with_filter(filter);
+    let phases = progress.map(|progress| {
+        progress::PhaseLayer::new(progress).with_filter(tracing_subscriber::filter::filter_fn(
+            |metadata| metadata.target() == crate::progress::TARGET,
+        ))
+    });
+    tracing_subscriber::registry().with(log).with(phases).init();
+}
+
+async fn run(command: Command, context: Context) -> Result<ExitCode, CliError> {
+    match command {
+        // `up` deletes the VM it boots when interrupted, and `shell` leaves signals to the guest
+        // command, so both handle SIGINT themselves.
+        Command::Up(args) => boot::up(args, &context).await,
+        Command::Shell(args) => guest::shell(args, &context).await,
+        command => {
+            let progress = context.progress.clone();
+            interruptible(dispatch(command, context), progress).await
+        }
+    }
+}
+
+async fn dispatch(command: Command, context: Context) -> Result<ExitCode, CliError> {
+    match command {
+        Command::Kubeconfig(args) => inspect::kubeconfig(args, &context),
+        Command::Down { name } => blocking(|| lifecycle::down(&name, &context)).await,
+        Command::Gc => blocking(|| lifecycle::gc(&context)).await,
+        Command::Logs { name } => blocking(|| lifecycle::logs(&name, &context)).await,
+        Command::NextestSetup(args) => boot::nextest_setup(args, &context).await,
+        Command::Status(args) => inspect::status(args, &context).await,
+        Command::List(args) => inspect::list(args, &context).await,
+        Command::Import(args) => guest::import(args, &context).await,
+        Command::Converge(args) => guest::converge(args, &context).await,
+        Command::Up(_) | Command::Shell(_) => unreachable!("`run` handles these itself"),
+    }
+}
+
+/// Runs `command` on its own task and returns 130 when SIGINT arrives first.
+///
+/// The command runs apart from this select because its blocking limactl calls hold their
+/// thread, and the signal must still be seen.
+async fn interruptible(
+    command: impl Future<Output = Result<ExitCode, CliError>> + Send + 'static,
+    progress: Option<Arc<BootProgress>>,
+) -> Result<ExitCode, CliError> {
+    let task = tokio::spawn(command);
+    tokio::select! {
+        finished = task => finished.expect("a command task does not panic"),
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(progress) = progress {
+                progress.abandon();
+            }
+            eprintln!("k3s-harness: interrupted");
+            Ok(ExitCode::from(130))
+        }
     }
 }
 
 /// Prints `key=value` on stdout; a closed stdout (`k3s-harness up | true`) is not an error.
 fn print_value(key: &str, value: &str) {
+    print_line(&format!("{key}={value}"));
+}
+
+/// Prints one line on stdout, ignoring a closed stdout.
+fn print_line(line: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stdout(), "{key}={value}");
-}
-
-async fn run(command: Command) -> Result<()> {
-    match command {
-        Command::Up(args) => up(args).await,
-        Command::Kubeconfig { name } => {
-            let record = StateDir::from_env()?.read_record(&name)?;
-            println!("{}", record.kubeconfig.display());
-            Ok(())
-        }
-        Command::Down { name } => down(&name),
-        Command::Gc => gc(),
-        Command::Logs { name } => crate::diagnostics::run_logs_command(&name),
-        Command::NextestSetup(args) => nextest_setup(args).await,
-    }
-}
-
-async fn up(args: UpArgs) -> Result<()> {
-    let mut spec = args.spec.into_spec()?;
-    let name = match &spec.instance_name {
-        Some(name) => name.clone(),
-        None => crate::cluster::generate_instance_name(&spec),
-    };
-    spec = spec.instance_name(name.clone());
-
-    // Lima's host agent outlives an interrupted `limactl start`, so Ctrl-C must delete the VM
-    // that is booting. Only this command handles signals; test processes never do. The boot
-    // runs as its own task because it blocks its thread while limactl runs, and this select
-    // must still see the signal.
-    let boot = tokio::spawn(Cluster::start(spec.clone()));
-    let cluster = tokio::select! {
-        started = boot => started.expect("the boot task does not panic")?,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("k3s-harness: interrupted; deleting instance `{name}`");
-            delete_interrupted(&spec, &name);
-            std::process::exit(130);
-        }
-    };
-
-    print_value("instance", cluster.name());
-    print_value(
-        "kubeconfig",
-        &cluster.kubeconfig_path().display().to_string(),
-    );
-    let home = cluster.lima_home_prefix();
-    eprintln!(
-        "The cluster keeps running. Use it with `KUBECONFIG={} kubectl get nodes`, open a shell \
-         with `{home}limactl shell {}`, and delete it with `k3s-harness down {}`.",
-        cluster.kubeconfig_path().display(),
-        cluster.name(),
-        cluster.name()
-    );
-    cluster.detach()
-}
-
-/// Deletes the instance an interrupted `up` was booting, and the harness's files for it.
-fn delete_interrupted(spec: &ClusterSpec, name: &str) {
-    let state = crate::cluster::state_dir_for(spec);
-    let deleted = crate::cluster::limactl_for(spec).and_then(|limactl| {
-        let instance = InstanceName::new(name, limactl.lima_home())?;
-        let provisioner = lima_provisioner::Provisioner::new(limactl);
-        match &state {
-            // `limactl start` runs in its own process group, so Ctrl-C did not reach it.
-            Ok(state) => {
-                let agents = crate::nodes::agent_names(
-                    &instance,
-                    spec.nodes,
-                    provisioner.limactl().lima_home(),
-                )?;
-                booting::destroy_cluster(
-                    &provisioner,
-                    &instance,
-                    &agents,
-                    &state.instance_dir(name),
-                )?
-            }
-            Err(_) => provisioner.destroy(&instance)?,
-        }
-        Ok(())
-    });
-    if let Err(error) = deleted {
-        eprintln!("error: failed to delete instance `{name}`: {error}");
-    }
-    if let Ok(state) = state {
-        let _ = state.remove_instance_dir(name);
-    }
-}
-
-/// Boots (or attaches to) the run's shared cluster and exports it to the run's tests.
-async fn nextest_setup(args: SpecArgs) -> Result<()> {
-    let Some(env_file) = std::env::var_os("NEXTEST_ENV").filter(|value| !value.is_empty()) else {
-        return Err(Error::InvalidConfig {
-            name: "NEXTEST_ENV".to_owned(),
-            value: String::new(),
-            reason: "nextest-setup must run as a nextest setup script, which sets NEXTEST_ENV; \
-                     see the setup script in .config/nextest.toml"
-                .to_owned(),
-        });
-    };
-
-    let cluster = Cluster::shared(args.into_spec()?).await?;
-    let lines = [
-        (INSTANCE_ENV, cluster.name().to_owned()),
-        (
-            KUBECONFIG_ENV,
-            cluster.kubeconfig_path().display().to_string(),
-        ),
-    ];
-    let mut text = String::new();
-    for (key, value) in lines {
-        text.push_str(&nextest_env_line(key, &value)?);
-    }
-
-    let path = std::path::PathBuf::from(env_file);
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .map_err(|error| Error::io("open", &path, error))?;
-    std::io::Write::write_all(&mut file, text.as_bytes())
-        .map_err(|error| Error::io("write", &path, error))?;
-    eprintln!("k3s-harness: the run's cluster is `{}`", cluster.name());
-    Ok(())
-}
-
-/// Formats one `KEY=value` line for `$NEXTEST_ENV`, which rejects keys starting with `NEXTEST`
-/// and values that are empty or span lines.
-fn nextest_env_line(key: &str, value: &str) -> Result<String> {
-    let invalid = |reason: &str| Error::InvalidConfig {
-        name: key.to_owned(),
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    };
-    if key.is_empty() || key.starts_with("NEXTEST") || key.contains('=') {
-        return Err(invalid(
-            "nextest rejects empty keys, keys with '=' and keys starting with NEXTEST",
-        ));
-    }
-    if value.is_empty() || value.contains(['\n', '\r']) {
-        return Err(invalid("nextest rejects empty and multi-line values"));
-    }
-    Ok(format!("{key}={value}\n"))
-}
-
-fn gc() -> Result<()> {
-    let state = StateDir::from_env()?;
-    let report = crate::gc::collect(&state);
-    for name in &report.deleted {
-        println!("deleted {name}");
-    }
-    for (name, reason) in &report.kept {
-        println!("kept {name}: {reason}");
-    }
-    for (name, error) in &report.failed {
-        eprintln!("error: failed to delete {name}: {error}");
-    }
-    if report.failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidConfig {
-            name: "gc".to_owned(),
-            value: report.failed.len().to_string(),
-            reason: "some instances could not be deleted; see the errors above".to_owned(),
-        })
-    }
-}
-
-impl SpecArgs {
-    /// Builds the spec: the `K3S_HARNESS_*` variables first, then the flags, so a flag given on
-    /// the command line wins over a variable.
-    fn into_spec(self) -> Result<ClusterSpec> {
-        let args = self;
-        let mut spec = ClusterSpec::default().with_env_overrides()?;
-        if let Some(template) = args.template {
-            spec = spec.template(template);
-        }
-        if let Some(timeout) = args.start_timeout {
-            spec = spec.start_timeout(timeout);
-        }
-        if let Some(timeout) = args.ready_timeout {
-            spec = spec.ready_timeout(timeout);
-        }
-        if let Some(name) = args.name {
-            spec = spec.instance_name(name);
-        }
-        if let Some(cpus) = args.cpus {
-            spec = spec.cpus(cpus);
-        }
-        if let Some(mib) = args.memory_mib {
-            spec = spec.memory_mib(mib);
-        }
-        if let Some(gib) = args.disk_gib {
-            spec = spec.disk_gib(gib);
-        }
-        if let Some(version) = args.k3s_version {
-            spec = spec.k3s_version(version);
-        }
-        if let Some(port) = args.api_port {
-            spec = spec.api_port(port);
-        }
-        spec.validate()?;
-        Ok(spec)
-    }
-}
-
-/// Deletes a cluster that the harness started; other Lima instances are never touched.
-fn down(name: &str) -> Result<()> {
-    let state = StateDir::from_env()?;
-    let record = state.read_record(name)?;
-    let instance = InstanceName::new(name, &record.lima_home)?;
-    booting::destroy_cluster(
-        &record.provisioner(),
-        &instance,
-        &record.agent_names()?,
-        &state.instance_dir(name),
-    )?;
-    state.remove_instance_dir(name)?;
-    eprintln!("Deleted instance `{name}`.");
-    Ok(())
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

@@ -15,6 +15,7 @@ use crate::diagnostics::Trigger;
 use crate::error::{Error, Result};
 use crate::namespace::TestNamespace;
 use crate::nodes::{Node, NodeRole};
+use crate::progress::{self, HostAgentLogWatch, Phase};
 use crate::run::ProcessId;
 use crate::spec::ClusterSpec;
 use crate::state::{ClusterRecord, StateDir};
@@ -23,6 +24,9 @@ use crate::{diagnostics, image, kubeconfig, nodes, readiness, reaper, shared};
 /// Prefix of every instance name the harness generates, so its VMs are recognisable in
 /// `limactl list`.
 pub const INSTANCE_PREFIX: &str = "k3sh-";
+
+/// The host agent's log in the instance directory, which shows the boot's phases.
+const HOST_AGENT_LOG: &str = "ha.stderr.log";
 
 /// Default bound on a command run with [`Cluster::shell`].
 const SHELL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -105,6 +109,7 @@ impl Cluster {
         state: StateDir,
         owner: BootOwner,
     ) -> Result<Cluster> {
+        progress::enter(name.as_str(), Phase::Create, None);
         let lima_spec = {
             let provisioner_ref = &provisioner;
             let spec_ref = &spec;
@@ -150,7 +155,10 @@ impl Cluster {
         let boot = {
             let provisioner = &cluster.provisioner;
             let dir = &dir;
+            let host_agent_log = cluster.instance_dir().join(HOST_AGENT_LOG);
+            let name = cluster.name.as_str();
             blocking(move || {
+                let _watch = HostAgentLogWatch::start(name, host_agent_log);
                 provisioner
                     .limactl()
                     .create_and_start_observed(&lima_spec, |pid| {
@@ -357,6 +365,7 @@ impl Cluster {
                 .join("copied-from-guest/kubeconfig.yaml")
         });
 
+        progress::enter(self.name.as_str(), Phase::Kubeconfig, None);
         readiness::poll(
             self.name.as_str(),
             "Lima to copy the kubeconfig out of the guest",

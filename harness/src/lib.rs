@@ -29,6 +29,7 @@ pub mod image;
 mod kubeconfig;
 mod namespace;
 mod nodes;
+mod progress;
 mod readiness;
 mod reaper;
 mod run;

@@ -14,6 +14,7 @@ use kube::{Api, Client};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::progress::{self, Phase};
 
 /// First pause between two polls; it doubles up to [`MAX_POLL_INTERVAL`].
 const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -35,6 +36,7 @@ pub(crate) async fn wait_ready(
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
 
+    progress::enter(instance, Phase::ApiServer, None);
     poll(
         instance,
         "the API server's /readyz",
@@ -43,6 +45,7 @@ pub(crate) async fn wait_ready(
         || api_server_ready(client),
     )
     .await?;
+    progress::enter(instance, Phase::Nodes, None);
     poll(
         instance,
         "every node to be Ready",
@@ -51,10 +54,12 @@ pub(crate) async fn wait_ready(
         || nodes_ready(client, nodes),
     )
     .await?;
+    progress::enter(instance, Phase::CoreDns, None);
     poll(instance, "CoreDNS to run", deadline, timeout, || {
         coredns_ready(client)
     })
     .await?;
+    progress::enter(instance, Phase::ServiceAccount, None);
     wait_for_default_service_account(client, instance, "default", deadline, timeout).await
 }
 

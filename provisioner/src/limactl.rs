@@ -477,15 +477,31 @@ impl Limactl {
         argv: &[&str],
         workdir: Option<&str>,
     ) -> Command {
+        let mut command = self.interactive_shell_command(name, argv, workdir);
+        command.process_group(0);
+        command
+    }
+
+    /// Builds the same `Command` as [`Limactl::shell_command`], but in the caller's process
+    /// group, for a caller that hands its own terminal to the guest command.
+    ///
+    /// In the caller's group, Ctrl-C and Ctrl-Z at the terminal reach limactl (and the `ssh`
+    /// it runs) as they would if the user ran `limactl shell` directly, and limactl may read
+    /// the terminal. A process in another group that reads its terminal is stopped with
+    /// SIGTTIN. The caller owns the deadline and the signal handling.
+    pub fn interactive_shell_command(
+        &self,
+        name: &InstanceName,
+        argv: &[&str],
+        workdir: Option<&str>,
+    ) -> Command {
         let work_dir = self.work_dir();
         if let Err(error) =
             preflight::ensure_work_dir(&work_dir, preflight::current_effective_uid())
         {
             tracing::warn!(%error, "limactl's working directory is unusable; spawning will fail");
         }
-        let mut command = self.base_command(&shell_args(name, argv, workdir), &work_dir);
-        command.process_group(0);
-        command
+        self.base_command(&shell_args(name, argv, workdir), &work_dir)
     }
 
     /// Renders the command line of [`Limactl::shell_command`], shell-quoted.

@@ -375,8 +375,8 @@ fn compact_utc(time: time::OffsetDateTime) -> String {
     )
 }
 
-/// `2026-12-04T23:41:38Z`, for the summary.
-fn rfc3339_utc(time: time::OffsetDateTime) -> String {
+/// `2026-12-04T23:41:38Z`, for the summary and the boot progress lines.
+pub(crate) fn rfc3339_utc(time: time::OffsetDateTime) -> String {
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
         time.year(),

@@ -11,8 +11,9 @@ mod logs_command;
 mod redact;
 mod tail;
 
+pub(crate) use collect::rfc3339_utc;
 pub(crate) use collect::{
     DIAGNOSTICS_DIR, Source, Trigger, collect, collect_and_describe, on_collector_thread,
 };
-pub(crate) use logs_command::run_logs_command;
+pub(crate) use logs_command::collect_named;
 pub(crate) use tail::serial_log_tail;
