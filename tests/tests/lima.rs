@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use k3s_harness::{Cluster, ClusterSpec};
 use k3s_harness_tests::archives::{TestImage, write_docker_archive, write_oci_archive};
 use k3s_harness_tests::{ExpectOk, REQUIRE_LIMA_ENV};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 
@@ -108,4 +108,54 @@ async fn real_cluster_boots_serves_imports_and_is_deleted() {
         !names.lines().any(|line| line == name),
         "the instance is gone: {names}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Lima 2.1 or newer (boots three k3s VMs on the user-v2 network)"]
+async fn real_three_node_cluster_survives_an_agent_restart() {
+    if !real_lima_present() {
+        return;
+    }
+
+    let cluster = Cluster::start(ClusterSpec::default().cpus(2).memory_mib(2048).nodes(3))
+        .await
+        .expect_ok("the 3-node cluster starts");
+    let names: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|node| node.name().to_owned())
+        .collect();
+    let client = cluster.client().await.expect_ok("a client is built");
+    let nodes: Api<Node> = Api::all(client);
+    let listed = nodes
+        .list(&Default::default())
+        .await
+        .expect_ok("the nodes are listed");
+    assert_eq!(listed.items.len(), 3, "the API lists every node");
+
+    let agent = cluster.node(2).expect("the cluster has a second agent");
+    agent.stop().await.expect_ok("the agent stops");
+    agent.start().await.expect_ok("the agent starts again");
+    let hostname = agent
+        .shell(&["hostname"])
+        .await
+        .expect_ok("a command runs on the restarted agent");
+    assert_eq!(
+        String::from_utf8_lossy(&hostname.stdout).trim(),
+        agent.node_name()
+    );
+
+    cluster.shutdown().await.expect_ok("the cluster shuts down");
+    let listed = Command::new(std::env::var_os("LIMACTL").unwrap_or_else(|| "limactl".into()))
+        .args(["list", "--quiet"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("limactl lists instances");
+    let remaining = String::from_utf8_lossy(&listed.stdout);
+    for name in &names {
+        assert!(
+            !remaining.lines().any(|line| line == name),
+            "node {name} is deleted: {remaining}"
+        );
+    }
 }
