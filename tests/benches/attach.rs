@@ -13,7 +13,9 @@
 //! - `limactl` invocations per attach, from the fake's invocation log;
 //! - suite wall time for 1, 8 and 32 tests of one `cargo nextest run` (8 test processes at a
 //!   time) with `FAKE_LIMACTL_BOOT_DELAY_MS=5000`, next to 1, 8 and 32 separate boots
-//!   (`Cluster::start` in this process, 8 at a time, each deleted after listing its nodes).
+//!   (`Cluster::start` in this process, 8 at a time, each deleted after listing its nodes);
+//! - the wall time of a 3-node cluster (its two agents boot in parallel) next to three
+//!   single-node boots one after the other, with the same simulated boot time.
 //!
 //! The numbers depend on the machine; the output names its CPU count. Everything runs in the
 //! profile the benchmark was built with (`release` under `cargo bench`), which it builds first.
@@ -238,6 +240,53 @@ fn suite_wall_times(scratch: &Path) {
         "  target: shared wall ~ nextest overhead + one boot ({:.1} s) + N attaches",
         BOOT_DELAY_MS as f64 / 1000.0
     );
+
+    let (multi_node, sequential) = runtime.block_on(multi_node_boot());
+    println!(
+        "  3-node cluster (server, then 2 agents in parallel): {:.2} s; 3 single-node boots one \
+         after the other: {:.2} s",
+        multi_node.as_secs_f64(),
+        sequential.as_secs_f64()
+    );
+}
+
+/// Boots a 3-node cluster, then three single-node clusters one after the other, each with
+/// the simulated boot time and deleted after listing its nodes. Returns both wall times.
+async fn multi_node_boot() -> (Duration, Duration) {
+    let lima = SimulatedLima::new();
+    let spec = lima
+        .spec()
+        .limactl_env("FAKE_LIMACTL_BOOT_DELAY_MS", BOOT_DELAY_MS.to_string());
+
+    let started = Instant::now();
+    boot_list_delete(spec.clone().nodes(3), 3).await;
+    let multi_node = started.elapsed();
+
+    let started = Instant::now();
+    for _ in 0..3 {
+        boot_list_delete(spec.clone(), 1).await;
+    }
+    (multi_node, started.elapsed())
+}
+
+/// Boots a cluster from `spec`, checks that it lists `nodes` nodes, and deletes it.
+async fn boot_list_delete(spec: k3s_harness::ClusterSpec, nodes: usize) {
+    let cluster = Cluster::start(spec)
+        .await
+        .unwrap_or_else(|error| panic!("a boot failed: {error}"));
+    let client = cluster
+        .client()
+        .await
+        .unwrap_or_else(|error| panic!("building a client failed: {error}"));
+    let listed = Api::<Node>::all(client)
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|error| panic!("listing nodes failed: {error}"));
+    assert_eq!(listed.items.len(), nodes, "the cluster lists its nodes");
+    cluster
+        .shutdown()
+        .await
+        .unwrap_or_else(|error| panic!("deleting a cluster failed: {error}"));
 }
 
 /// Wall time of the nested `cargo nextest run` when its filter selects no test.
