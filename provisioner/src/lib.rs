@@ -23,6 +23,7 @@
 
 mod command;
 mod error;
+pub mod jetpack;
 mod limactl;
 mod list;
 mod name;
