@@ -20,13 +20,18 @@
 //! | `type` | must be `lima` ([`PROVISION_TYPE`]) |
 //! | `state` | [`ProvisionState`]: `present` (default), `stopped`, `absent`, `destroyed` |
 //! | `hostname` | the instance name; defaults to the inventory host name |
-//! | `memory` | MiB as a whole number (Jetpack says MB), passed to `--memory` in GiB |
+//! | `memory` | MiB as a whole number (Jetpack calls it MB), passed to `--memory` in GiB |
 //! | `cores` | `--cpus` |
 //! | `ssh_user` | the guest user (`.user.name`); Lima uses the host user's name when unset |
 //! | `wait_timeout` | seconds for the adapter's readiness check (default 300, as in Jetpack) |
-//! | `wait_for_host`, `wait_delay`, `wait_strategy`, `wait_max_delay` | Jetpack's own SSH probe only; see [Readiness](#readiness) |
+//! | `wait_for_host`, `wait_delay`, `wait_strategy`, `wait_max_delay` | see [Readiness](#readiness) |
 //! | `cluster` | required by Jetpack, ignored by Lima |
-//! | `node`, `ip`, `vmid`, `ostemplate`, `fetch`, `storage`, `rootfs_size`, `net0`…`net3`, `password`, `authorized_keys`, `unprivileged`, `start_on_create`, `features`, `tun`, `nameserver` | rejected, with the Lima equivalent where there is one |
+//!
+//! The other fields of Jetpack's struct (`node`, `ip`, `vmid`, `ostemplate`, `fetch`,
+//! `storage`, `rootfs_size`, `net0` to `net3`, `password`, `authorized_keys`, `unprivileged`,
+//! `start_on_create`, `features`, `tun` and `nameserver`) have no Lima equivalent. Setting one
+//! is a [`ConfigError::UnsupportedField`] that names the Lima setting to use instead, where
+//! there is one.
 //!
 //! Lima's own settings ride in Jetpack's flattened string map `extra`, that is as further keys
 //! of the `provision:` block:
@@ -39,8 +44,11 @@
 //! | `network` | network names, separated by commas | `--network`, once per name |
 //! | `param.<name>` | any text | the template parameter `<name>` (`--param`) |
 //! | `set` | one yq expression; chain several with `\|` | `--set` |
-//! | `port_forwards` | rules `[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp\|/udp\|/any]`, separated by commas or spaces | `.portForwards`, replacing the template's rules |
-//! | `start_timeout` | a duration such as `10m`, `1h30m` or `600` (seconds) | `limactl start --timeout` |
+//! | `port_forwards` | `[HOST_IP:]HOST_PORT:GUEST_PORT[/PROTO]` rules | `.portForwards` |
+//! | `start_timeout` | a duration: `10m`, `1h30m`, or seconds (`600`) | `limactl start --timeout` |
+//!
+//! Port forwarding rules are separated by commas or spaces, `PROTO` is `tcp`, `udp` or `any`,
+//! and the rules replace the template's own. Ports 0 and 22 are rejected, as Lima does.
 //!
 //! Any other key is a [`ConfigError::UnknownKey`], because a misspelled key would otherwise
 //! boot a VM without the setting.

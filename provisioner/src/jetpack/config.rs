@@ -108,7 +108,7 @@ pub struct ProvisionConfig {
     pub wait_delay: Option<u64>,
     /// `simple` or `backoff`, for Jetpack's SSH probe. Only Jetpack's probe uses it.
     pub wait_strategy: Option<String>,
-    /// Longest pause between Jetpack's SSH probes, in seconds. Only Jetpack's probe uses it.
+    /// Maximum pause between Jetpack's SSH probes, in seconds. Only Jetpack's probe uses it.
     pub wait_max_delay: Option<u64>,
     /// Every other key of the block: Lima's own settings (see the module documentation).
     #[serde(flatten)]
@@ -175,7 +175,7 @@ impl fmt::Debug for ProvisionConfig {
     }
 }
 
-/// The lifecycle state that Jetpack's `state` field asks for.
+/// The lifecycle state that Jetpack's `state` field requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProvisionState {
     /// The instance exists and runs.
@@ -224,7 +224,7 @@ impl fmt::Display for ProvisionState {
     }
 }
 
-/// What [`ProvisionConfig::plan`] produces: the instance to create, the desired state and the
+/// The result of [`ProvisionConfig::plan`]: the instance to create, the desired state and the
 /// readiness deadline.
 #[derive(Clone, Debug)]
 pub struct ProvisionPlan {

@@ -1,4 +1,4 @@
-//! What is wrong with a provision config.
+//! The errors of a provision config that the Lima provisioner rejects.
 
 use crate::name::NameError;
 
@@ -38,7 +38,7 @@ pub enum ConfigError {
         key: String,
         /// The rejected value.
         value: String,
-        /// Why the value is rejected, and the value to use instead.
+        /// The reason for the rejection, and the value to use instead.
         problem: String,
     },
 
@@ -75,7 +75,7 @@ pub enum ConfigError {
     UnsupportedField {
         /// The Jetpack field name.
         field: &'static str,
-        /// What to do instead.
+        /// The action to take instead.
         fix: &'static str,
     },
 

@@ -265,8 +265,7 @@ fn missing_state_means_present() {
     assert!(config.extra.is_empty());
 }
 
-/// Invalid configs and their exact messages. The inventory host name is `web1` unless the
-/// case says otherwise.
+/// Invalid configs and their exact messages, for the inventory host name `web1`.
 fn invalid_cases() -> Vec<(Value, &'static str)> {
     vec![
         (

@@ -13,7 +13,7 @@ const PORT_FORWARD_SYNTAX: &str = "`[HOST_IP:]HOST_PORT:GUEST_PORT[/PROTO]`, suc
 
 /// The description and an example of a whole-number setting, for error messages.
 pub(super) struct Count {
-    /// What the number is, as a clause that follows "it is", for example
+    /// The meaning of the number, as the clause after "it is", for example
     /// "the memory in MiB (Jetpack calls it MB)".
     pub(super) meaning: &'static str,
     /// A typical value.
@@ -130,7 +130,8 @@ pub(super) fn parse_port_forwards(key: &str, value: &str) -> Result<Vec<PortForw
             key,
             value,
             format!(
-                "it contains no rule; write rules of the form {PORT_FORWARD_SYNTAX}, or remove the key."
+                "it contains no rule; write rules of the form {PORT_FORWARD_SYNTAX}, or remove \
+                 the key."
             ),
         ));
     }
@@ -268,8 +269,8 @@ pub(super) fn is_valid_param_name(name: &str) -> bool {
 }
 
 /// Returns the first control character other than tab in a parameter value. Lima rejects
-/// unprintable characters other than tab and space there; control characters are the ones a
-/// YAML string is likely to carry by mistake (a newline from a block scalar, for example).
+/// every unprintable character other than tab and space there. Control characters are the
+/// ones a YAML string is likely to carry by mistake, such as a newline from a block scalar.
 pub(super) fn first_control_character(value: &str) -> Option<char> {
     value.chars().find(|c| c.is_control() && *c != '\t')
 }
