@@ -5,6 +5,11 @@
 //! `ensure_exists`, `get_ip`, `stop`, `destroy`) and the inventory host variables on top of
 //! it. Everything is synchronous; async callers wrap calls in `spawn_blocking`.
 //!
+//! [`jetpack`] checks Jetpack's provision config and maps it onto a [`LimaSpec`] for a
+//! Jetpack adapter. Its documentation also explains why readiness is
+//! `limactl shell NAME -- true` rather than a TCP probe of port 22, and why a Jetpack
+//! inventory for Lima sets `wait_for_host: false`.
+//!
 //! ```no_run
 //! use lima_provisioner::{InstanceName, LimaSpec, Limactl, Provisioner, pick_free_port};
 //!
@@ -23,6 +28,7 @@
 
 mod command;
 mod error;
+pub mod jetpack;
 mod limactl;
 mod list;
 mod name;

@@ -21,7 +21,10 @@ use crate::list::{Instance, parse_list_output};
 use crate::name::InstanceName;
 use crate::preflight;
 use crate::shell::{ShellOptions, ShellOutput};
-use crate::spec::{LimaSpec, ParamStyle, go_duration};
+use crate::spec::{
+    GUEST_USER_RULE, LimaSpec, ParamStyle, TEMPLATE_RULE, go_duration, is_usable_template,
+    is_valid_guest_user,
+};
 use crate::stderr::{render_host_agent_log, strip_ansi, tail_lines};
 use crate::version::{LimaVersion, MIN_LIMA_VERSION};
 
@@ -637,30 +640,20 @@ fn reports_already_stopped(stderr: &[u8]) -> bool {
 }
 
 fn validate_spec(spec: &LimaSpec) -> Result<()> {
-    // Lima's own rule for guest user names (`pkg/osutil/user.go`).
-    if let Some(user) = &spec.ssh_user {
-        let mut chars = user.chars();
-        let first_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-        let rest_ok =
-            chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        if !first_ok || !rest_ok {
-            return Err(Error::InvalidSpec {
-                field: "ssh_user",
-                value: user.clone(),
-                problem: "Lima requires a Linux user name matching `^[a-z_][a-z0-9_-]*$`; use \
-                          lowercase letters, digits, `_` and `-`."
-                    .to_owned(),
-            });
-        }
+    if let Some(user) = &spec.ssh_user
+        && !is_valid_guest_user(user)
+    {
+        return Err(Error::InvalidSpec {
+            field: "ssh_user",
+            value: user.clone(),
+            problem: GUEST_USER_RULE.to_owned(),
+        });
     }
-    if spec.template.is_empty() || spec.template.starts_with('-') {
+    if !is_usable_template(&spec.template) {
         return Err(Error::InvalidSpec {
             field: "template",
             value: spec.template.clone(),
-            problem: "limactl needs a template locator such as `template:k3s` or a file path."
-                .to_owned(),
+            problem: TEMPLATE_RULE.to_owned(),
         });
     }
     Ok(())

@@ -43,13 +43,15 @@ impl InstanceName {
     /// [`Error::InvalidInstanceName`], naming the broken rule and the fix.
     pub fn new(name: impl Into<String>, lima_home: &Path) -> Result<Self> {
         let name = name.into();
-        let invalid = |problem| Error::InvalidInstanceName {
-            name: name.clone(),
-            problem,
-        };
-        check_identifier(&name).map_err(invalid)?;
-        check_socket_budget(&name, lima_home).map_err(invalid)?;
-        Ok(Self(name))
+        Self::check(&name, lima_home)
+            .map_err(move |problem| Error::InvalidInstanceName { name, problem })
+    }
+
+    /// Works like [`InstanceName::new`], returning only the broken rule on failure.
+    pub(crate) fn check(name: &str, lima_home: &Path) -> Result<Self, NameError> {
+        check_identifier(name)?;
+        check_socket_budget(name, lima_home)?;
+        Ok(Self(name.to_owned()))
     }
 
     /// Returns the name as a string.

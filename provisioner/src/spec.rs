@@ -232,6 +232,31 @@ impl LimaSpec {
     }
 }
 
+/// The fix for a guest user name that [`is_valid_guest_user`] rejects.
+pub(crate) const GUEST_USER_RULE: &str = "Lima requires a Linux user name matching \
+     `^[a-z_][a-z0-9_-]*$`; use lowercase letters, digits, `_` and `-`.";
+
+/// The fix for a template locator that [`is_usable_template`] rejects.
+pub(crate) const TEMPLATE_RULE: &str =
+    "limactl needs a template locator such as `template:k3s` or a file path.";
+
+/// Checks a guest user name against Lima's own rule, `^[a-z_][a-z0-9_-]*$`
+/// (`pkg/osutil/user.go` in <https://github.com/lima-vm/lima>).
+pub(crate) fn is_valid_guest_user(user: &str) -> bool {
+    let mut chars = user.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    first_ok && rest_ok
+}
+
+/// Checks that a template locator is not empty and cannot be parsed as a flag.
+pub(crate) fn is_usable_template(template: &str) -> bool {
+    !template.is_empty() && !template.starts_with('-')
+}
+
 /// How template parameters reach `limactl start`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ParamStyle {

@@ -65,6 +65,22 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     debug
 }
 
+/// Path of a workspace example built next to the tests (`target/<profile>/examples/<name>`),
+/// with a clear panic when it is missing.
+///
+/// `cargo nextest run` and `cargo test` build the examples of every selected package, so a
+/// workspace run has them; a run of this package alone does not.
+pub fn workspace_example(name: &str) -> PathBuf {
+    let path = target_bin_dir().join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing; build the examples first with `cargo build --workspace --examples` or \
+         run the tests from the workspace root with `cargo nextest run --workspace`",
+        path.display()
+    );
+    path
+}
+
 /// Whether `name` is an executable on `PATH`.
 pub fn on_path(name: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
