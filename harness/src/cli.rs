@@ -1,9 +1,10 @@
 //! The `k3s-harness` command line.
 //!
-//! Subcommands, grouped by module: `up` and `nextest-setup` boot a cluster ([`boot`]), `down`
-//! and `gc` delete clusters ([`lifecycle`]), `status`, `list` and `kubeconfig` describe them
-//! ([`inspect`]), and `shell`, `import` and `converge` work inside a running one ([`guest`]).
-//! `up` and `nextest-setup` show the boot's phases on stderr ([`progress`]).
+//! Subcommands, grouped by module: `up` and `nextest-setup` boot a cluster (`cli::boot`);
+//! `down` and `gc` delete clusters, and `logs` collects diagnostics (`cli::lifecycle`); `status`,
+//! `list` and `kubeconfig` describe them (`cli::inspect`); `shell`, `import` and `converge` work
+//! inside a running one (`cli::guest`). `up` and `nextest-setup` show the boot's phases on
+//! stderr (`cli::progress`).
 //!
 //! Exit status: 0 on success, 1 when the operation failed (the error is printed on stderr), 2
 //! for invalid arguments or configuration, 130 when interrupted by SIGINT (Ctrl-C; `up` then
