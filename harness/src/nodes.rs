@@ -26,7 +26,7 @@ use crate::run::ProcessId;
 /// The Lima network that lets agents resolve and reach the server.
 pub(crate) const USER_V2_NETWORK: &str = "lima:user-v2";
 
-/// Where k3s writes the token that agents join with.
+/// Path of the token that agents join with, as k3s writes it on the server.
 const NODE_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/node-token";
 
 /// Bound on reading the join token from the server.
@@ -38,7 +38,7 @@ const SHELL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// The template parameters that make Lima's k3s template install an agent.
 const AGENT_PARAMS: [&str; 2] = ["url", "token"];
 
-/// What a node runs.
+/// The kind of a node, by what it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeRole {
     /// The k3s server: the control plane and the API server the kubeconfig reaches.
@@ -176,8 +176,8 @@ pub(crate) fn server_url(server: &InstanceName) -> String {
     format!("https://lima-{server}.internal:6443")
 }
 
-/// Fails unless agents can join: Lima 2.1 or newer (`version`), and a `template` that takes
-/// the `url` and `token` parameters that turn it into an agent.
+/// Checks that agents can join: Lima 2.1 or newer (`version`), and a `template` that takes the
+/// `url` and `token` parameters that turn it into an agent.
 pub(crate) fn check_agent_support(
     provisioner: &Provisioner,
     version: &LimaVersion,
@@ -214,14 +214,13 @@ pub(crate) fn check_agent_support(
 
 /// Reads the join token from the server's guest, without logging it.
 pub(crate) async fn read_token(provisioner: &Provisioner, server: &InstanceName) -> Result<String> {
-    let provisioner_ref = provisioner;
     let output = blocking(move || {
         let options = ShellOptions {
             workdir: Some("/".to_owned()),
             timeout: TOKEN_TIMEOUT,
             stdin: None,
         };
-        provisioner_ref
+        provisioner
             .limactl()
             .shell(server, &["sudo", "cat", NODE_TOKEN_PATH], &options)
     })
