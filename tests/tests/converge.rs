@@ -87,6 +87,68 @@ async fn converge_copies_then_matches() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn converge_targets_nodes_by_role() {
+    if !components_present("converge", &[Component::Jetp, Component::Sshd]) {
+        return;
+    }
+    let _lock = ENVIRONMENT.lock().await;
+    let lima = SimulatedLima::new();
+    let cluster = Cluster::start(lima.spec().nodes(3))
+        .await
+        .expect_ok("the 3-node cluster starts");
+    let target = tempfile::tempdir().unwrap();
+    let playbook = write_playbook(
+        target.path(),
+        "roles.yml",
+        "- name: every node\n  groups:\n    - k3s\n  tasks:\n    - !file\n      \
+         name: mark the node\n      path: \"{{ target_dir }}/all-{{ jet_ssh_port }}\"\n\
+         - name: agents only\n  groups:\n    - agent\n  tasks:\n    - !file\n      \
+         name: mark the agent\n      path: \"{{ target_dir }}/agent-{{ jet_ssh_port }}\"\n",
+    );
+    let marks = target.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+
+    let report = cluster
+        .converge_with(&playbook, &options_for(&marks))
+        .await
+        .expect_ok("the converge succeeds on every node");
+
+    assert_eq!(report.changed, 5, "{}", report.output);
+    let mut expected = Vec::new();
+    for node in cluster.nodes() {
+        let port = ssh_port(&lima, node.name());
+        expected.push(format!("all-{port}"));
+        if node.role() == k3s_harness::NodeRole::Agent {
+            expected.push(format!("agent-{port}"));
+        }
+    }
+    expected.sort();
+    let mut written: Vec<String> = std::fs::read_dir(&marks)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written, expected,
+        "every node is in `k3s`, only agents in `agent`"
+    );
+    cluster.shutdown().await.expect_ok("the cluster shuts down");
+}
+
+/// Returns the SSH port Lima forwards to `instance`, from `limactl list --json`.
+fn ssh_port(lima: &SimulatedLima, instance: &str) -> u64 {
+    let output = lima
+        .command()
+        .args(["list", "--json", instance])
+        .output()
+        .expect("limactl list runs");
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    listed["sshLocalPort"]
+        .as_u64()
+        .expect("the instance has an SSH port")
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn converge_reports_failures() {
     if !components_present("converge failures", &[Component::Jetp, Component::Sshd]) {
         return;

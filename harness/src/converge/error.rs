@@ -51,6 +51,20 @@ pub enum ConvergeError {
         address: String,
     },
 
+    /// Two nodes of the cluster are reached at one address other than 127.0.0.1, which jetp
+    /// cannot tell apart, because it names a host after its address.
+    #[error(
+        "cannot converge instance `{host}`: another node of the cluster is also reached at \
+         `{address}`, and jetp tells hosts apart by their address; nodes behind one address \
+         must use 127.0.0.1, which has a distinct spelling for each of up to 9 nodes"
+    )]
+    SharedAddress {
+        /// The instance name.
+        host: String,
+        /// The shared `jet_ssh_hostname` value.
+        address: String,
+    },
+
     /// A [`ConvergeOptions`](super::ConvergeOptions) value cannot be passed to jetp.
     #[error("invalid converge option {name}={value:?}: {reason}")]
     InvalidOption {

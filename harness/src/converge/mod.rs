@@ -18,11 +18,10 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use crate::cluster::Cluster;
-use crate::nodes::NodeRole;
 pub use binary::JETP_ENV;
 pub use error::ConvergeError;
 pub use inventory::INVENTORY_GROUP;
-use inventory::Inventory;
+use inventory::{Inventory, InventoryNode};
 use process::{SshAgent, TAIL_LINES, describe_status, run_streaming};
 
 /// Default bound on one `jetp ssh` run.
@@ -87,163 +86,101 @@ pub(crate) async fn converge(
         std::env::var_os("PATH").as_deref(),
     )?;
 
-    // One jetp run per node, in parallel: jetporch connects to a host by its inventory name,
-    // which must be the node's address, and every node is reached through 127.0.0.1.
-    let mut runs = tokio::task::JoinSet::new();
-    let nodes = cluster.nodes();
-    for (position, node) in nodes.iter().enumerate() {
-        let run = NodeRun {
-            provisioner: cluster.provisioner().clone(),
-            name: node.instance_name().clone(),
-            role: node.role(),
-            program: program.clone(),
-            playbook: playbook.clone(),
-            options: options.clone(),
-        };
-        runs.spawn(async move { (position, run.converge().await) });
-    }
-    let mut reports = Vec::new();
-    while let Some(finished) = runs.join_next().await {
-        reports.push(finished.expect("a converge run does not panic"));
-    }
-    reports.sort_by_key(|(position, _)| *position);
-
-    let mut merged = ConvergeReport {
-        changed: 0,
-        unchanged: 0,
-        changed_tasks: Vec::new(),
-        output: String::new(),
-    };
-    let several = nodes.len() > 1;
-    for ((_, report), node) in reports.into_iter().zip(&nodes) {
-        let report = report?;
-        merged.changed += report.changed;
-        merged.unchanged += report.unchanged;
-        for task in report.changed_tasks {
-            let task = if several {
-                format!("{}: {task}", node.name())
-            } else {
-                task
-            };
-            if !merged.changed_tasks.contains(&task) {
-                merged.changed_tasks.push(task);
-            }
-        }
-        if several {
-            merged.output.push_str(&format!(
-                "--- node {} ({})\n",
-                node.name(),
-                node.role().as_str()
-            ));
-        }
-        merged.output.push_str(&report.output);
-        if several {
-            merged.output.push('\n');
-        }
-    }
-    Ok(merged)
-}
-
-/// One node's converge: what a jetp run against it needs, owned so that the nodes' runs can be
-/// separate tasks.
-struct NodeRun {
-    provisioner: lima_provisioner::Provisioner,
-    name: lima_provisioner::InstanceName,
-    role: NodeRole,
-    program: PathBuf,
-    playbook: PathBuf,
-    options: ConvergeOptions,
-}
-
-impl NodeRun {
-    /// Runs jetp against this node alone, with an inventory whose groups are `k3s` and the
-    /// node's role.
-    async fn converge(self) -> Result<ConvergeReport, ConvergeError> {
-        let NodeRun {
-            provisioner,
-            name,
-            role,
-            program,
-            playbook,
-            options,
-        } = self;
-        let options = &options;
-        let instance = name.to_string();
-        let host_vars = tokio::task::spawn_blocking(move || provisioner.host_vars(&name))
+    // Every node in one inventory and one jetp run, so that plays can target a role.
+    let instance = cluster.name().to_owned();
+    let mut nodes = Vec::new();
+    for node in cluster.nodes() {
+        let provisioner = cluster.provisioner().clone();
+        let name = node.instance_name().clone();
+        let vars = tokio::task::spawn_blocking(move || provisioner.host_vars(&name))
             .await
             .expect("reading the instance's SSH details does not panic")?;
-
-        let scratch = tempfile::Builder::new()
-            .prefix("k3sh-converge-")
-            .tempdir()
-            .map_err(|source| ConvergeError::Io {
-                action: "create a scratch directory in",
-                path: std::env::temp_dir(),
-                source,
-            })?;
-        let inventory_dir = scratch.path().join("inventory");
-        Inventory::new(&instance, role.as_str(), &host_vars)?.write(&create_dir(inventory_dir)?)?;
-        let workdir = create_dir(scratch.path().join("work"))?;
-        let extra_vars_file = write_extra_vars(scratch.path(), &options.extra_vars)?;
-
-        let agent = SshAgent::start(scratch.path(), &host_vars.ssh_private_key_file).await?;
-
-        let args = jetp_args(
-            &playbook,
-            &scratch.path().join("inventory"),
-            extra_vars_file.as_deref(),
-            options,
-        );
-        let rendered = shell_words::join(
-            std::iter::once(program.to_string_lossy())
-                .chain(args.iter().map(|a| a.to_string_lossy())),
-        );
-        let mut command = Command::new(&program);
-        command.args(&args).current_dir(&workdir);
-        if let Some(agent) = &agent {
-            command.env("SSH_AUTH_SOCK", agent.socket());
-        }
-
-        tracing::info!(instance, command = %rendered, "converging with Jetpack");
-        let finished = run_streaming(command, &rendered, &instance, options.timeout, |line| {
-            tracing::info!(instance, "{line}");
-        })
-        .await?;
-        drop(agent);
-
-        let failure = if !finished.status.success() {
-            Some(describe_status(finished.status))
-        } else {
-            finished.tally.failure_marker.as_ref().map(|marker| {
-                format!(
-                    "{} but printed `{marker}`",
-                    describe_status(finished.status)
-                )
-            })
-        };
-        if let Some(status) = failure {
-            return Err(ConvergeError::Failed {
-                instance,
-                command: rendered,
-                status,
-                tail_lines: TAIL_LINES,
-                tail: output::tail(&finished.lines, TAIL_LINES),
-            });
-        }
-
-        tracing::info!(
-            instance,
-            changed = finished.tally.changed,
-            unchanged = finished.tally.unchanged,
-            "Jetpack converge finished"
-        );
-        Ok(ConvergeReport {
-            changed: finished.tally.changed,
-            unchanged: finished.tally.unchanged,
-            changed_tasks: finished.tally.changed_tasks,
-            output: finished.lines.join("\n"),
-        })
+        nodes.push((node.name().to_owned(), node.role(), vars));
     }
+    let inventory = Inventory::new(
+        &nodes
+            .iter()
+            .map(|(name, role, vars)| InventoryNode {
+                instance: name,
+                role: role.as_str(),
+                vars,
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    for (host, node) in inventory.hosts() {
+        tracing::info!(instance, host, node, "inventory host");
+    }
+    let host_vars = &nodes[0].2;
+
+    let scratch = tempfile::Builder::new()
+        .prefix("k3sh-converge-")
+        .tempdir()
+        .map_err(|source| ConvergeError::Io {
+            action: "create a scratch directory in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let inventory_dir = scratch.path().join("inventory");
+    inventory.write(&create_dir(inventory_dir)?)?;
+    let workdir = create_dir(scratch.path().join("work"))?;
+    let extra_vars_file = write_extra_vars(scratch.path(), &options.extra_vars)?;
+
+    let agent = SshAgent::start(scratch.path(), &host_vars.ssh_private_key_file).await?;
+
+    let args = jetp_args(
+        &playbook,
+        &scratch.path().join("inventory"),
+        extra_vars_file.as_deref(),
+        options,
+    );
+    let rendered = shell_words::join(
+        std::iter::once(program.to_string_lossy()).chain(args.iter().map(|a| a.to_string_lossy())),
+    );
+    let mut command = Command::new(&program);
+    command.args(&args).current_dir(&workdir);
+    if let Some(agent) = &agent {
+        command.env("SSH_AUTH_SOCK", agent.socket());
+    }
+
+    tracing::info!(instance, command = %rendered, "converging with Jetpack");
+    let finished = run_streaming(command, &rendered, &instance, options.timeout, |line| {
+        tracing::info!(instance, "{line}");
+    })
+    .await?;
+    drop(agent);
+
+    let failure = if !finished.status.success() {
+        Some(describe_status(finished.status))
+    } else {
+        finished.tally.failure_marker.as_ref().map(|marker| {
+            format!(
+                "{} but printed `{marker}`",
+                describe_status(finished.status)
+            )
+        })
+    };
+    if let Some(status) = failure {
+        return Err(ConvergeError::Failed {
+            instance,
+            command: rendered,
+            status,
+            tail_lines: TAIL_LINES,
+            tail: output::tail(&finished.lines, TAIL_LINES),
+        });
+    }
+
+    tracing::info!(
+        instance,
+        changed = finished.tally.changed,
+        unchanged = finished.tally.unchanged,
+        "Jetpack converge finished"
+    );
+    Ok(ConvergeReport {
+        changed: finished.tally.changed,
+        unchanged: finished.tally.unchanged,
+        changed_tasks: finished.tally.changed_tasks,
+        output: finished.lines.join("\n"),
+    })
 }
 
 /// Converges again and fails if anything changed; see [`Cluster::check_idempotent`].
