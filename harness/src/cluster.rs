@@ -496,9 +496,11 @@ impl Cluster {
 
     /// Runs a Jetpack playbook against the VM over SSH: `jetp ssh --playbook P --inventory I`.
     ///
-    /// The inventory has one host, `127.0.0.1`, in the group `k3s`, with Lima's forwarded SSH
-    /// port, guest user and key as `jet_ssh_*` variables. The binary is `JETP` (a path), else `jetpack` or
-    /// `jetp` on `PATH`. Each output line is logged at INFO as it arrives. A non-zero exit, a
+    /// The inventory has a host per node, all in the group `k3s` and each in `server` or
+    /// `agent`, with Lima's forwarded SSH port, guest user and key as `jet_ssh_*` variables.
+    /// The server's host is `127.0.0.1`; agents get other spellings of that address (`127.1`,
+    /// `127.0.1`, ...), because jetp tells hosts apart by name. The binary is `JETP` (a path),
+    /// else `jetpack` or `jetp` on `PATH`. Each output line is logged at INFO as it arrives. A non-zero exit, a
     /// failure marker in the output or the timeout is an error carrying the command and the
     /// output's last lines.
     pub async fn converge_with(

@@ -1,8 +1,8 @@
 //! Jetpack converge: running a playbook over SSH against the cluster's VM with `jetp ssh`.
 //!
-//! Each run gets a fresh scratch directory. It contains the inventory (a `k3s` group whose host
-//! is the VM's SSH address, with the `jet_ssh_*` variables), the extra variables file, a private
-//! SSH agent's socket, and the working directory jetp starts in. The harness shells out to the
+//! Each run gets a fresh scratch directory. It contains the inventory (every node in a `k3s`
+//! group and a group per role, with the `jet_ssh_*` variables), the extra variables file, a
+//! private SSH agent's socket, and the working directory jetp starts in. The harness shells out to the
 //! CLI and never links jetporch or the Jetpack fork (both GPL-3.0).
 
 mod binary;
