@@ -4,9 +4,7 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lima_provisioner::{
-    InstanceName, LimaSpec, Limactl, PortForward, Provisioner, ShellOptions, ShellOutput,
-};
+use lima_provisioner::{InstanceName, LimaSpec, Limactl, PortForward, Provisioner, ShellOutput};
 use tokio::time::Instant;
 
 use crate::booting::BootingMarker;
@@ -27,9 +25,6 @@ pub const INSTANCE_PREFIX: &str = "k3sh-";
 
 /// The host agent's log in the instance directory, which shows the boot's phases.
 const HOST_AGENT_LOG: &str = "ha.stderr.log";
-
-/// Default bound on a command run with [`Cluster::shell`].
-const SHELL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// A k3s cluster in a Lima VM.
 ///
@@ -448,21 +443,9 @@ impl Cluster {
     ///
     /// Each element reaches the guest as one argument (Lima quotes them), so shell operators
     /// must be passed inside `sh -c`. A non-zero exit is an error carrying the stderr tail.
+    /// On a multi-node cluster it runs on the server; [`Node::shell`] runs on any node.
     pub async fn shell(&self, argv: &[&str]) -> Result<ShellOutput> {
-        let argv: Vec<String> = argv.iter().map(|arg| (*arg).to_owned()).collect();
-        let provisioner = &self.provisioner;
-        let name = &self.name;
-        let output = blocking(move || {
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let options = ShellOptions {
-                workdir: Some("/".to_owned()),
-                timeout: SHELL_TIMEOUT,
-                stdin: None,
-            };
-            provisioner.limactl().shell(name, &argv, &options)
-        })
-        .await?;
-        Ok(output.check()?)
+        nodes::shell(&self.provisioner, &self.name, argv).await
     }
 
     /// Imports an image archive (OCI layout or `docker save` format, optionally gzipped) into

@@ -32,7 +32,7 @@ const NODE_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/node-token";
 /// Bound on reading the join token from the server.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Bound on a command run with [`Node::shell`].
+/// Bound on a command run with [`Node::shell`] or [`Cluster::shell`].
 const SHELL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// The template parameters that make Lima's k3s template install an agent.
