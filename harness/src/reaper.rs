@@ -80,30 +80,49 @@ fn watch(dir: &Path) {
                 "the run's owner (pid {}) is gone and no test holds a lease",
                 record.owner.pid
             ));
-            end_run(dir);
-            return;
+            if end_run(dir) == RunEnd::LeaseTaken {
+                log(
+                    "a test process took a lease while the reaper waited for the lock; watching on",
+                );
+            } else {
+                return;
+            }
         }
         std::thread::sleep(POLL_INTERVAL);
     }
 }
 
+/// What [`end_run`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RunEnd {
+    /// The destroy policy was applied, or there was nothing left to apply it to.
+    Done,
+    /// A process took a lease while `end_run` waited for the lock, so the run is not over.
+    LeaseTaken,
+}
+
 /// Applies the destroy policy to the instance in `dir`, under its lock.
 ///
+/// The lease is checked again once the lock is held: a test process that was booting the
+/// cluster holds the lock until it has taken its lease, and then the run is not over.
 /// Failures are logged, because no caller is left to return them to.
-pub(crate) fn end_run(dir: &Path) {
+pub(crate) fn end_run(dir: &Path) -> RunEnd {
     let lock_path = dir.join(state::LOCK_FILE);
     let Ok(lock) = state::open_lock_file(&lock_path) else {
-        return;
+        return RunEnd::Done;
     };
     if let Err(error) = lock.lock() {
         log(&format!("failed to lock {}: {error}", lock_path.display()));
-        return;
+        return RunEnd::Done;
+    }
+    if lease_held(dir) {
+        return RunEnd::LeaseTaken;
     }
     let Some(mut record) = read_record(dir) else {
-        return;
+        return RunEnd::Done;
     };
     if record.kept || record.reuse {
-        return;
+        return RunEnd::Done;
     }
 
     let failed = dir.join(state::FAILED_FILE).exists();
@@ -127,7 +146,7 @@ pub(crate) fn end_run(dir: &Path) {
         if failed {
             collect_diagnostics(&record, dir);
         }
-        return;
+        return RunEnd::Done;
     }
 
     log(&format!("deleting instance `{}`", record.instance));
@@ -155,6 +174,7 @@ pub(crate) fn end_run(dir: &Path) {
             record.instance
         )),
     }
+    RunEnd::Done
 }
 
 /// Collects diagnostics of a kept instance at the end of a run with a failed test, and logs
@@ -213,4 +233,25 @@ fn log(message: &str) {
         "[{seconds:.3}] pid {}: {message}",
         std::process::id()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_taken_before_the_lock_keeps_the_run_going() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = state::open_lock_file(&dir.path().join(state::LEASE_FILE)).unwrap();
+        lease.lock_shared().unwrap();
+
+        assert_eq!(end_run(dir.path()), RunEnd::LeaseTaken);
+    }
+
+    #[test]
+    fn run_without_lease_or_record_ends() {
+        let dir = tempfile::tempdir().unwrap();
+
+        assert_eq!(end_run(dir.path()), RunEnd::Done);
+    }
 }

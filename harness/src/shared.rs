@@ -321,7 +321,7 @@ fn release_attachments() {
         for attachment in attachments.iter_mut() {
             drop(attachment.lease.take());
             if attachment.owned_by_this_process {
-                reaper::end_run(&attachment.dir);
+                let _ = reaper::end_run(&attachment.dir);
             }
         }
     });

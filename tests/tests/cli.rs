@@ -321,6 +321,20 @@ fn killed_up_leaves_vm_that_gc_deletes() {
 
 #[test]
 fn ctrl_c_during_up_deletes_the_booting_vm() {
+    // Ctrl-C reaches the terminal's foreground process group: `k3s-harness up`, but not the
+    // `limactl start` it runs, which leads a process group of its own.
+    signal_during_up_deletes_the_booting_vm(Signal::SIGINT, 130, "interrupted");
+}
+
+#[test]
+fn sigterm_during_up_deletes_the_booting_vm() {
+    // A CI job's timeout or cancellation, and `timeout(1)`, send SIGTERM.
+    signal_during_up_deletes_the_booting_vm(Signal::SIGTERM, 143, "terminated");
+}
+
+/// Sends `signal` to the process group of `k3s-harness up` while `limactl start` runs, and
+/// checks the exit status, the message naming `what` happened, and that nothing is left.
+fn signal_during_up_deletes_the_booting_vm(signal: Signal, status: i32, what: &str) {
     let lima = SimulatedLima::new();
     let name = "k3sh-interrupted";
     let scratch = tempfile::tempdir().unwrap();
@@ -341,20 +355,18 @@ fn ctrl_c_during_up_deletes_the_booting_vm() {
     let group = Pid::from_raw(i32::try_from(up.id()).unwrap());
     let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
 
-    // Ctrl-C reaches the terminal's foreground process group: `k3s-harness up`, but not the
-    // `limactl start` it runs, which leads a process group of its own.
     let marker = lima.state_dir().join(name).join("booting");
     let booting = wait_until(Duration::from_secs(30), || {
         std::fs::read_to_string(&marker).is_ok_and(|text| text.contains("\"limactl_start\":{"))
             && lima.instance_names().contains(&name.to_owned())
     });
     assert!(booting, "limactl start never ran:\n{}", stderr());
-    killpg(group, Signal::SIGINT).expect("the up process group can be signalled");
-    let status = up.wait().unwrap();
+    killpg(group, signal).expect("the up process group can be signalled");
+    let exit = up.wait().unwrap();
 
-    assert_eq!(status.code(), Some(130), "{}", stderr());
+    assert_eq!(exit.code(), Some(status), "{}", stderr());
     assert!(
-        stderr().contains("interrupted; deleting instance"),
+        stderr().contains(&format!("{what}; deleting instance")),
         "{}",
         stderr()
     );

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use lima_provisioner::InstanceName;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::progress::Outcome;
 use super::spec_args::{BootArgs, ImageArgs, RunArgs, spec_from_env};
@@ -47,16 +48,26 @@ pub(super) async fn up(args: UpArgs, context: &Context) -> Result<ExitCode, CliE
     // that is booting. Only this command handles signals; test processes never do. The boot
     // runs as its own task because it blocks its thread while limactl runs, and this select
     // must still see the signal.
+    // SIGTERM (a CI job's timeout or cancellation, `timeout(1)`) and SIGHUP (a closed
+    // terminal) get the same treatment as Ctrl-C.
+    let mut terminate = unix_signal(SignalKind::terminate())?;
+    let mut hangup = unix_signal(SignalKind::hangup())?;
     let boot = tokio::spawn(Cluster::start(spec.clone()));
-    let started = tokio::select! {
-        started = boot => started.expect("the boot task does not panic"),
-        _ = tokio::signal::ctrl_c() => {
+    let signal = tokio::select! {
+        started = boot => Ok(started.expect("the boot task does not panic")),
+        _ = tokio::signal::ctrl_c() => Err(("interrupted", 130)),
+        _ = terminate.recv() => Err(("terminated", 128 + 15)),
+        _ = hangup.recv() => Err(("hung up", 128 + 1)),
+    };
+    let started = match signal {
+        Ok(started) => started,
+        Err((what, status)) => {
             if let Some(progress) = &context.progress {
                 progress.abandon();
             }
-            eprintln!("k3s-harness: interrupted; deleting instance `{name}`");
+            eprintln!("k3s-harness: {what}; deleting instance `{name}`");
             delete_interrupted(&spec, &name);
-            std::process::exit(130);
+            std::process::exit(status);
         }
     };
     if let Some(progress) = &context.progress {
@@ -85,6 +96,17 @@ pub(super) async fn up(args: UpArgs, context: &Context) -> Result<ExitCode, CliE
     );
     cluster.detach()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts listening for the Unix signal `kind`.
+fn unix_signal(kind: SignalKind) -> Result<Signal, CliError> {
+    signal(kind).map_err(|error| {
+        CliError::from(crate::Error::io(
+            "listen for a signal in",
+            "k3s-harness up",
+            error,
+        ))
+    })
 }
 
 /// Deletes the instance an interrupted `up` was booting, and the harness's files for it.
