@@ -31,7 +31,8 @@ pub enum Error {
     /// `limactl start` failed; the instance was deleted afterwards.
     #[error(
         "failed to start Lima instance `{instance}`, and the harness has already deleted the \
-         half-started VM.\n{source}{log_tail}\n{diagnostics}"
+         half-started VM.\n{}{log_tail}\n{diagnostics}",
+        .source.to_string_after_cleanup()
     )]
     StartFailed {
         /// The instance that failed to start.

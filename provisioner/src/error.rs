@@ -473,17 +473,43 @@ fn spawn_message(command: &str, program_hint: &Option<String>, error: &io::Error
     message
 }
 
+impl Error {
+    /// Renders the error for a caller that has already deleted the instance after a failed
+    /// start: the same text, without the hint to delete it.
+    pub fn to_string_after_cleanup(&self) -> String {
+        match self {
+            Error::StartFailed {
+                name,
+                kind,
+                failure,
+                host_agent_log,
+            } => start_failed_text(name, kind, failure, host_agent_log, false),
+            other => other.to_string(),
+        }
+    }
+}
+
 fn start_failed_message(
     name: &str,
     kind: &StartFailure,
     failure: &CommandFailure,
     host_agent_log: &Option<String>,
 ) -> String {
+    start_failed_text(name, kind, failure, host_agent_log, true)
+}
+
+fn start_failed_text(
+    name: &str,
+    kind: &StartFailure,
+    failure: &CommandFailure,
+    host_agent_log: &Option<String>,
+    with_cleanup_hint: bool,
+) -> String {
     let mut message = format!(
         "Starting the Lima instance {name:?} failed because {}.",
         kind.describe(name)
     );
-    if kind.leaves_vm_behind() {
+    if with_cleanup_hint && kind.leaves_vm_behind() {
         message.push_str(&format!(
             " Lima leaves the VM running after a failed start; delete it with \
              `limactl delete -f {name}`."

@@ -58,6 +58,10 @@ async fn start_timeout_reports_log_tail_and_deletes_instance() {
         "the host agent log tail is attached: {error}"
     );
     assert!(error.contains("has already deleted the"), "{error}");
+    assert!(
+        !error.contains("delete it with `limactl delete"),
+        "no hint to delete what the harness deleted: {error}"
+    );
     assert!(lima.count("delete") >= 1, "the half-started VM is deleted");
     assert_nothing_left(&lima);
 }
