@@ -767,7 +767,7 @@ fn prepare(provisioner: &Provisioner, spec: &ClusterSpec, name: &InstanceName) -
     lima_spec.set.extend(spec.k3s_version_expression());
 
     if spec.nodes > 1 {
-        nodes::check_agent_support(provisioner, &version, &spec.template)?;
+        nodes::check_agent_support(provisioner, &version, &spec.template, spec.nodes)?;
         for agent in nodes::agent_names(name, spec.nodes, provisioner.limactl().lima_home())? {
             if provisioner.exists(&agent)? {
                 return Err(Error::InvalidConfig {

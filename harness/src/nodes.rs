@@ -35,6 +35,9 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on a command run with [`Node::shell`] or [`Cluster::shell`].
 const SHELL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
+/// How messages name the node count: the builder method, the variable and the flag.
+const NODES_SETTING: &str = "nodes (ClusterSpec::nodes, K3S_HARNESS_NODES, --nodes)";
+
 /// The template parameters that make Lima's k3s template install an agent.
 const AGENT_PARAMS: [&str; 2] = ["url", "token"];
 
@@ -182,14 +185,18 @@ pub(crate) fn check_agent_support(
     provisioner: &Provisioner,
     version: &LimaVersion,
     template: &str,
+    nodes: u32,
 ) -> Result<()> {
     if (version.major, version.minor) < (2, 1) {
         return Err(Error::InvalidConfig {
-            name: "nodes (K3S_HARNESS_NODES)".to_owned(),
-            value: version.raw.clone(),
-            reason: "agents join through the k3s template's `url` and `token` parameters, \
-                     which Lima has from 2.1 on; upgrade Lima or boot a single node"
-                .to_owned(),
+            name: NODES_SETTING.to_owned(),
+            value: nodes.to_string(),
+            reason: format!(
+                "agents join through the k3s template's `url` and `token` parameters, which \
+                 Lima has from 2.1 on, and `limactl --version` reports {}; upgrade Lima or \
+                 boot a single node",
+                version.raw
+            ),
         });
     }
     let declared = provisioner.limactl().template_params(template)?;
@@ -201,8 +208,8 @@ pub(crate) fn check_agent_support(
         return Ok(());
     }
     Err(Error::InvalidConfig {
-        name: "nodes (K3S_HARNESS_NODES)".to_owned(),
-        value: template.to_owned(),
+        name: NODES_SETTING.to_owned(),
+        value: nodes.to_string(),
         reason: format!(
             "agents need the template parameters `url` and `token`, and `{template}` does not \
              declare {}; Lima's k3s template has them from Lima 2.1 on, so upgrade Lima or \
@@ -229,7 +236,7 @@ pub(crate) async fn read_token(provisioner: &Provisioner, server: &InstanceName)
     let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     if token.is_empty() {
         return Err(Error::InvalidConfig {
-            name: "nodes (K3S_HARNESS_NODES)".to_owned(),
+            name: NODES_SETTING.to_owned(),
             value: server.to_string(),
             reason: format!(
                 "{NODE_TOKEN_PATH} is empty on the server, so agents cannot join; check \
