@@ -774,6 +774,34 @@ fn import_prints_archive_references() {
 }
 
 #[test]
+fn latest_archive_imported_once_is_still_rejected_without_opt_in() {
+    if !components_present(
+        "latest_archive_imported_once_is_still_rejected_without_opt_in",
+        &[Component::Containerd, Component::Sudo],
+    ) {
+        return;
+    }
+    let lima = SimulatedLima::new();
+    let (name, _) = up(&lima, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let archive = scratch.path().join("latest.tar");
+    write_docker_archive(&archive, &[TestImage::new("op:latest")]).unwrap();
+    let path = archive.display().to_string();
+
+    let allowed = harness(&lima, &["import", "--allow-latest-images", &name, &path]);
+    let again = harness(&lima, &["import", &name, &path]);
+
+    assert!(allowed.status.success(), "{}", stderr_of(&allowed));
+    assert!(
+        !again.status.success(),
+        "the skip must not bypass the check"
+    );
+    let stderr = stderr_of(&again);
+    assert!(stderr.contains("docker.io/library/op:latest"), "{stderr}");
+    down(&lima, &name);
+}
+
+#[test]
 fn import_of_missing_archive_exits_2() {
     let lima = SimulatedLima::new();
 

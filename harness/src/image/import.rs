@@ -41,6 +41,7 @@ pub(crate) async fn import(cluster: &Cluster, path: &Path) -> Result<Vec<String>
     if let Some(digest) = record::cached_digest(&state_root, path)
         && let Some(references) = record::imported_references(&instance_dir, &digest)
     {
+        reject_latest_unless_allowed(cluster, path, &references)?;
         tracing::debug!(archive = %path.display(), %digest, "archive already imported; skipping");
         return Ok(references);
     }
@@ -57,6 +58,7 @@ pub(crate) async fn import(cluster: &Cluster, path: &Path) -> Result<Vec<String>
     };
     record::cache_digest(&state_root, path, &info.content_digest);
     if let Some(references) = record::imported_references(&instance_dir, &info.content_digest) {
+        reject_latest_unless_allowed(cluster, path, &references)?;
         tracing::debug!(archive = %path.display(), digest = %info.content_digest, "archive already imported; skipping");
         return Ok(references);
     }
@@ -115,6 +117,33 @@ pub(crate) async fn import(cluster: &Cluster, path: &Path) -> Result<Vec<String>
 
     record::mark_imported(&instance_dir, &info.content_digest, &references);
     Ok(references)
+}
+
+/// Fails when an archive that an earlier call imported with `allow_latest_images` names a
+/// `:latest` or untagged reference and this cluster's spec does not allow those.
+fn reject_latest_unless_allowed(
+    cluster: &Cluster,
+    path: &Path,
+    references: &[String],
+) -> Result<()> {
+    if cluster.spec().allow_latest_images {
+        return Ok(());
+    }
+    let latest: Vec<String> = references
+        .iter()
+        .filter(|reference| {
+            ImageReference::parse(reference).is_ok_and(|parsed| parsed.is_latest_or_untagged())
+        })
+        .cloned()
+        .collect();
+    if latest.is_empty() {
+        return Ok(());
+    }
+    Err(ImageError::LatestReference {
+        path: path.to_owned(),
+        references: latest,
+    }
+    .into())
 }
 
 /// Saves `reference` with the host's container engine and imports it; see
