@@ -578,13 +578,7 @@ impl Cluster {
     /// `LIMA_HOME=<dir> ` when the instance lives outside Lima's default home, for hints that
     /// show `limactl` commands.
     pub(crate) fn lima_home_prefix(&self) -> String {
-        let home = self.provisioner.limactl().lima_home();
-        let default = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".lima"));
-        if default.as_deref() == Some(home) {
-            String::new()
-        } else {
-            format!("LIMA_HOME={} ", home.display())
-        }
+        lima_home_prefix(self.provisioner.limactl().lima_home())
     }
 
     pub(crate) fn state_dir(&self) -> &StateDir {
@@ -669,6 +663,17 @@ pub(crate) fn state_dir_for(spec: &ClusterSpec) -> Result<StateDir> {
     match &spec.state_dir {
         Some(dir) => Ok(StateDir::new(dir.clone())),
         None => StateDir::from_env(),
+    }
+}
+
+/// `LIMA_HOME=<home> ` unless `home` is Lima's default, `~/.lima`, for hints that show
+/// `limactl` commands.
+pub(crate) fn lima_home_prefix(home: &Path) -> String {
+    let default = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".lima"));
+    if default.as_deref() == Some(home) {
+        String::new()
+    } else {
+        format!("LIMA_HOME={} ", home.display())
     }
 }
 

@@ -300,9 +300,10 @@ fn keep_hint(attachment: &Attachment, diagnostics: &str) -> String {
     let name = &attachment.instance;
     format!(
         "k3s-harness: a test failed; instance `{name}` is kept after the run (destroy policy \
-         {policy}). Inspect it with `limactl shell {name}` or `KUBECONFIG={kubeconfig} kubectl \
-         get pods -A`, and delete it with `k3s-harness down {name}`. {diagnostics}",
+         {policy}). Inspect it with `{home}limactl shell {name}` or `KUBECONFIG={kubeconfig} \
+         kubectl get pods -A`, and delete it with `k3s-harness down {name}`. {diagnostics}",
         policy = attachment.policy,
+        home = crate::cluster::lima_home_prefix(attachment.limactl.lima_home()),
         kubeconfig = attachment.kubeconfig.display(),
     )
 }

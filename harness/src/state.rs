@@ -206,6 +206,8 @@ impl StateDir {
             .filter_map(|entry| entry.ok())
             .filter(|entry| entry.path().is_dir())
             .filter_map(|entry| entry.file_name().into_string().ok())
+            // The image digest cache lives beside the instances and is not one.
+            .filter(|name| name != crate::image::record::DIGEST_CACHE_DIR)
             .collect();
         names.sort();
         names

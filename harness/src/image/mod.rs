@@ -10,7 +10,7 @@ mod error;
 pub(crate) mod import;
 mod layout;
 mod platform;
-mod record;
+pub(crate) mod record;
 mod reference;
 mod walk;
 

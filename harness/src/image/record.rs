@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 const IMPORTED_DIR: &str = "imported";
 
 /// Directory, under the state root, of the digest cache.
-const DIGEST_CACHE_DIR: &str = "digests";
+pub(crate) const DIGEST_CACHE_DIR: &str = "digests";
 
 /// Looks up the cached content digest of `archive`, if its metadata has not changed since the
 /// digest was recorded.
