@@ -83,6 +83,32 @@ pub struct ClusterSpec {
     pub(crate) env_applied: bool,
 }
 
+/// Checks the form of a k3s release name, `v<major>.<minor>.<patch>[-<pre>]+k3s<n>`, such as
+/// `v1.33.4+k3s1` or `v1.34.0-rc1+k3s1`. The installer takes any string and fails only in the
+/// guest, minutes into the boot, so `latest` or `1.33` is rejected up front.
+fn is_k3s_release(version: &str) -> bool {
+    let Some(rest) = version.strip_prefix('v') else {
+        return false;
+    };
+    let Some((release, build)) = rest.split_once("+k3s") else {
+        return false;
+    };
+    let core = release.split_once('-').map_or(release, |(core, pre)| {
+        if pre.is_empty() || !pre.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+            ""
+        } else {
+            core
+        }
+    });
+    let numbers: Vec<&str> = core.split('.').collect();
+    numbers.len() == 3
+        && numbers
+            .iter()
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()))
+        && !build.is_empty()
+        && build.chars().all(|c| c.is_ascii_digit())
+}
+
 impl Default for ClusterSpec {
     fn default() -> Self {
         ClusterSpec {
@@ -367,9 +393,7 @@ impl ClusterSpec {
             ));
         }
         if let Some(version) = &self.k3s_version
-            && !version
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'))
+            && !is_k3s_release(version)
         {
             return Err(invalid(
                 "k3s_version",
@@ -580,6 +604,25 @@ mod tests {
         ];
         for spec in cases {
             assert!(spec.validate().is_err(), "{spec:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn k3s_release_names_are_checked() {
+        for valid in ["v1.33.4+k3s1", "v1.34.0-rc1+k3s1", "v1.30.10+k3s12"] {
+            assert!(is_k3s_release(valid), "{valid} is a release name");
+        }
+        for invalid in [
+            "latest",
+            "1.33.4+k3s1",
+            "v1.33+k3s1",
+            "v1.33.4",
+            "v1.33.4+k3s",
+            "v1.33.4-+k3s1",
+            "v1.33.x+k3s1",
+            "stable",
+        ] {
+            assert!(!is_k3s_release(invalid), "{invalid} is not a release name");
         }
     }
 
