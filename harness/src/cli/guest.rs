@@ -158,6 +158,9 @@ async fn attach(context: &Context, name: &str, spec: ClusterSpec) -> Result<Clus
 /// SIGHUP that this process receives are passed on too, for senders that signal this process
 /// alone, so a Ctrl-C at the terminal reaches limactl twice. This process stays until limactl
 /// exits, to return its status.
+///
+/// TODO: on a multi-node cluster this reaches the server only; a `--node` option should pick
+/// an agent, as `Cluster::node` does in tests.
 pub(super) async fn shell(args: ShellArgs, context: &Context) -> Result<ExitCode, CliError> {
     let state = context.state()?;
     let record = ready_record(&state, &args.name)?;

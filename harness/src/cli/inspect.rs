@@ -149,6 +149,9 @@ impl InstanceReport {
 }
 
 /// Prints one instance's report.
+///
+/// TODO: a multi-node cluster reports its server's Lima status only; the agents' statuses
+/// belong in the table and in `--json`.
 pub(super) async fn status(args: StatusArgs, context: &Context) -> Result<ExitCode, CliError> {
     let state = context.state()?;
     let record = state.read_record(&args.name)?;
