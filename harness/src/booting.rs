@@ -132,9 +132,7 @@ pub(crate) fn destroy_cluster(
     dir: &Path,
 ) -> lima_provisioner::Result<()> {
     stop_abandoned_start(dir);
-    let agents_deleted = crate::nodes::destroy_agents(provisioner, agents);
-    provisioner.destroy(name)?;
-    agents_deleted
+    crate::nodes::destroy_nodes(provisioner, name, agents)
 }
 
 #[cfg(test)]

@@ -554,12 +554,7 @@ impl Cluster {
         let provisioner = &self.provisioner;
         let name = &self.name;
         let agents = &self.agents;
-        blocking(move || {
-            let agents_deleted = nodes::destroy_agents(provisioner, agents);
-            provisioner.destroy(name)?;
-            agents_deleted
-        })
-        .await?;
+        blocking(move || nodes::destroy_nodes(provisioner, name, agents)).await?;
         self.state.remove_instance_dir(self.name.as_str())
     }
 
@@ -608,12 +603,7 @@ impl Cluster {
         let provisioner = &self.provisioner;
         let name = &self.name;
         let agents = &self.agents;
-        let deleted = blocking(move || {
-            let agents_deleted = nodes::destroy_agents(provisioner, agents);
-            provisioner.destroy(name)?;
-            agents_deleted
-        })
-        .await;
+        let deleted = blocking(move || nodes::destroy_nodes(provisioner, name, agents)).await;
         if let Err(error) = deleted {
             tracing::error!(instance = %self.name, %error, "failed to delete the instance after a failed start");
         }
@@ -621,11 +611,8 @@ impl Cluster {
 
     /// Deletes the VM from a destructor, where nothing can be returned.
     fn destroy_blocking(&self) {
-        if let Err(error) = nodes::destroy_agents(&self.provisioner, &self.agents) {
-            tracing::error!(instance = %self.name, %error, "failed to delete the cluster's agents");
-        }
-        if let Err(error) = self.provisioner.destroy(&self.name) {
-            tracing::error!(instance = %self.name, %error, "failed to delete the Lima instance");
+        if let Err(error) = nodes::destroy_nodes(&self.provisioner, &self.name, &self.agents) {
+            tracing::error!(instance = %self.name, %error, "failed to delete the cluster's Lima instances");
         }
         if let Err(error) = self.state.remove_instance_dir(self.name.as_str()) {
             tracing::error!(instance = %self.name, %error, "failed to remove the state directory");

@@ -303,10 +303,15 @@ pub(crate) fn boot_agents(
     results.into_iter().collect()
 }
 
-/// Deletes the agents named in `agents`, in parallel; an agent that does not exist is no
-/// error. Returns the first failure after every deletion has ended.
-pub(crate) fn destroy_agents(
+/// Deletes a cluster's VMs: the `agents` in parallel, then the `server`. An instance that
+/// does not exist is no error, and the server is deleted even when an agent was not.
+///
+/// # Errors
+///
+/// The server's failure, else the first agent's, after every deletion has ended.
+pub(crate) fn destroy_nodes(
     provisioner: &Provisioner,
+    server: &InstanceName,
     agents: &[InstanceName],
 ) -> lima_provisioner::Result<()> {
     let results: Vec<lima_provisioner::Result<()>> = std::thread::scope(|scope| {
@@ -319,6 +324,7 @@ pub(crate) fn destroy_agents(
             .map(|handle| handle.join().expect("deleting an agent does not panic"))
             .collect()
     });
+    provisioner.destroy(server)?;
     results.into_iter().collect()
 }
 
