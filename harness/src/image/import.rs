@@ -15,10 +15,7 @@ use std::time::Duration;
 use lima_provisioner::{InstanceName, Provisioner, ShellOptions};
 
 use super::record;
-use super::{
-    ImageError, ImageReference, carries_platform, inspect_archive, latest_references,
-    open_for_import,
-};
+use super::{ImageError, ImageReference, carries_platform, inspect_archive, open_for_import};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 
@@ -68,17 +65,7 @@ pub(crate) async fn import(cluster: &Cluster, path: &Path) -> Result<Vec<String>
         .iter()
         .map(|image| image.reference.as_str().to_owned())
         .collect();
-    let latest = latest_references(&info);
-    if !latest.is_empty() && !cluster.spec().allow_latest_images {
-        return Err(ImageError::LatestReference {
-            path: path.to_owned(),
-            references: latest
-                .iter()
-                .map(|reference| reference.as_str().to_owned())
-                .collect(),
-        }
-        .into());
-    }
+    reject_latest_unless_allowed(cluster, path, &references)?;
     if !carries_platform(&info, cluster.platform()) {
         return Err(ImageError::PlatformNotCarried {
             path: path.to_owned(),
@@ -119,8 +106,9 @@ pub(crate) async fn import(cluster: &Cluster, path: &Path) -> Result<Vec<String>
     Ok(references)
 }
 
-/// Fails when an archive that an earlier call imported with `allow_latest_images` names a
-/// `:latest` or untagged reference and this cluster's spec does not allow those.
+/// Fails when `references` (normalised, as an archive names them) include a `:latest` or
+/// untagged one and this cluster's spec does not allow those. A skipped re-import checks too,
+/// because an earlier call may have imported the archive with `allow_latest_images`.
 fn reject_latest_unless_allowed(
     cluster: &Cluster,
     path: &Path,
