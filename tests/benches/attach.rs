@@ -28,14 +28,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k3s_harness::Cluster;
-use k3s_harness_tests::SimulatedLima;
+use k3s_harness_tests::{SimulatedLima, wait_until};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
 
 use nested::{
     NestedProcess, RUN_TIMEOUT, build_suite, cargo, cargo_profile, listed, nextest_args,
-    read_results, suite_command, wait_until,
+    read_results, suite_command,
 };
 
 /// Fresh processes that attach to the running VM.

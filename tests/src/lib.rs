@@ -8,6 +8,7 @@ pub mod archives;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use k3s_harness::ClusterSpec;
 
@@ -333,6 +334,21 @@ impl SimulatedLima {
 impl Default for SimulatedLima {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Polls `done` every 20 ms until it returns true or `timeout` passes. Returns the time it
+/// took, or `None` on timeout. Tests wait with this instead of sleeping a fixed time.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    loop {
+        if done() {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -6,13 +6,15 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use k3s_harness_tests::archives::{TestImage, write_docker_archive};
-use k3s_harness_tests::{Component, SimulatedLima, components_present, workspace_binary};
+use k3s_harness_tests::{
+    Component, SimulatedLima, components_present, wait_until, workspace_binary,
+};
 
 /// The phases `up` reports against the fake, in boot order.
 const BOOT_PHASES: [&str; 12] = [
@@ -359,7 +361,8 @@ fn signal_during_up_deletes_the_booting_vm(signal: Signal, status: i32, what: &s
     let booting = wait_until(Duration::from_secs(30), || {
         std::fs::read_to_string(&marker).is_ok_and(|text| text.contains("\"limactl_start\":{"))
             && lima.instance_names().contains(&name.to_owned())
-    });
+    })
+    .is_some();
     assert!(booting, "limactl start never ran:\n{}", stderr());
     killpg(group, signal).expect("the up process group can be signalled");
     let exit = up.wait().unwrap();
@@ -379,26 +382,12 @@ fn signal_during_up_deletes_the_booting_vm(signal: Signal, status: i32, what: &s
         !lima.state_dir().join(name).exists(),
         "the harness's files for it are gone"
     );
-    let exited = wait_until(Duration::from_secs(10), || lima.processes().is_empty());
+    let exited = wait_until(Duration::from_secs(10), || lima.processes().is_empty()).is_some();
     assert!(
         exited,
         "the fake VM's processes still run: {:?}",
         lima.processes()
     );
-}
-
-/// Polls `done` every 20 ms until it holds or `timeout` has passed; returns whether it held.
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Returns the text after the timestamp of a progress line (`2025-09-18T07:52:43Z TEXT`), or `None`
@@ -774,9 +763,9 @@ fn import_prints_archive_references() {
 }
 
 #[test]
-fn latest_archive_imported_once_is_still_rejected_without_opt_in() {
+fn cached_latest_archive_still_rejected() {
     if !components_present(
-        "latest_archive_imported_once_is_still_rejected_without_opt_in",
+        "cached_latest_archive_still_rejected",
         &[Component::Containerd, Component::Sudo],
     ) {
         return;
@@ -1006,7 +995,8 @@ fn interrupted_list_exits_130() {
 
     let hanging = wait_until(Duration::from_secs(30), || {
         lima.count("list") > lists_before
-    });
+    })
+    .is_some();
     assert!(hanging, "limactl list never ran");
     let pid = Pid::from_raw(i32::try_from(list.id()).unwrap());
     nix::sys::signal::kill(pid, Signal::SIGINT).expect("k3s-harness can be signalled");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k3s_harness::{Cluster, NodeRole};
 use k3s_harness_tests::archives::{TestImage, write_docker_archive};
-use k3s_harness_tests::{Component, ExpectOk, SimulatedLima, components_present};
+use k3s_harness_tests::{Component, ExpectOk, SimulatedLima, components_present, wait_until};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
@@ -177,10 +177,7 @@ async fn failing_agent_boot_leaves_nothing() {
         collected.iter().any(|file| file.ends_with("-a1.log")),
         "the agents' host agent logs are collected: {collected:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lima.processes().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(10), || lima.processes().is_empty());
     assert_eq!(
         lima.processes(),
         Vec::<(i32, String)>::new(),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k3s_harness_tests::{SimulatedLima, workspace_binary};
+use k3s_harness_tests::{SimulatedLima, wait_until, workspace_binary};
 use lima_provisioner::{PortForward, pick_free_port, port_forwards_set_expression};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -23,7 +23,6 @@ use nix::unistd::Pid;
 use nested::{
     NestedProcess, RUN_TIMEOUT, SUITE_TESTS, build_suite, cargo, cargo_nextest, listed,
     nextest_args, one_cluster, processes_with_argument, read_results, reaper_log, suite_command,
-    wait_until,
 };
 
 /// Bound on the VM's deletion after a run ends normally.

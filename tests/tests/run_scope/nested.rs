@@ -583,21 +583,6 @@ pub fn one_cluster(lines: &[ResultLine]) -> (String, u16) {
     (first.instance.clone(), first.api_port)
 }
 
-/// Polls `done` every [`POLL_INTERVAL`] until it returns true or `timeout` passes. Returns the
-/// time it took, or `None` on timeout.
-pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    let started = Instant::now();
-    loop {
-        if done() {
-            return Some(started.elapsed());
-        }
-        if started.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
-}
-
 /// Returns whether `limactl list` shows `instance`.
 pub fn listed(lima: &SimulatedLima, instance: &str) -> bool {
     lima.instance_names().iter().any(|name| name == instance)
