@@ -1,10 +1,10 @@
 //! The `booting` marker: which process boots an instance, and which `limactl start` it runs.
 //!
 //! `limactl start` leads its own process group, so it survives the death of the process that
-//! ran it and goes on creating the instance. Every path that deletes a half-booted instance (the
+//! ran it and goes on creating the instance. A `limactl delete` that runs beside it can leave a
+//! second VM behind under the same name. So every path that deletes a half-booted instance (the
 //! next process of the run, the reaper, `k3s-harness gc` and `down`, an interrupted `up`) first
-//! kills that `limactl start`, because a `limactl delete` that runs beside it can leave a second
-//! VM behind under the same name.
+//! kills that `limactl start`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -201,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reused_pid_is_left_alone() {
+    fn reused_pid_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let this = ProcessId::current();
         let marker = BootingMarker {

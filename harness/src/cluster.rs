@@ -305,8 +305,8 @@ impl Cluster {
         shared::shared(spec).await
     }
 
-    /// Reads the server's join token and boots the agents in parallel, from the server's Lima
-    /// spec; `dir` is the state directory whose booting marker records their starts.
+    /// Reads the server's join token and boots the agents in parallel from the server's Lima
+    /// spec. `dir` is the state directory whose booting marker records their starts.
     async fn boot_agents(&self, server_spec: &LimaSpec, dir: &Path) -> Result<()> {
         let token = nodes::read_token(&self.provisioner, &self.name).await?;
         let url = nodes::server_url(&self.name);
@@ -481,11 +481,11 @@ impl Cluster {
     ///
     /// The inventory has a host per node, all in the group `k3s` and each in `server` or
     /// `agent`, with Lima's forwarded SSH port, guest user and key as `jet_ssh_*` variables.
-    /// The server's host is `127.0.0.1`; agents get other spellings of that address (`127.1`,
-    /// `127.0.1`, ...), because jetp tells hosts apart by name. The binary is `JETP` (a path),
-    /// else `jetpack` or `jetp` on `PATH`. Each output line is logged at INFO as it arrives. A non-zero exit, a
-    /// failure marker in the output or the timeout is an error carrying the command and the
-    /// output's last lines.
+    /// The server's host is `127.0.0.1`, and agents get other spellings of that address
+    /// (`127.1`, `127.0.1`, ...), because jetp distinguishes hosts by name. The binary is `JETP`
+    /// (a path), else `jetpack` or `jetp` on `PATH`. Each output line is logged at INFO as it
+    /// arrives. A non-zero exit, a failure marker in the output or the timeout is an error
+    /// carrying the command and the output's last lines.
     pub async fn converge_with(
         &self,
         playbook: impl AsRef<Path>,

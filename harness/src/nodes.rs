@@ -35,7 +35,7 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on a command run with [`Node::shell`] or [`Cluster::shell`].
 const SHELL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-/// How messages name the node count: the builder method, the variable and the flag.
+/// The node count's names in messages: the builder method, the variable and the flag.
 const NODES_SETTING: &str = "nodes (ClusterSpec::nodes, K3S_HARNESS_NODES, --nodes)";
 
 /// The template parameters that make Lima's k3s template install an agent.

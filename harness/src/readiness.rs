@@ -347,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn certificate_for_other_names_is_fatal_and_lists_them() {
+    fn certificate_name_mismatch_is_fatal() {
         let text = "error trying to connect: invalid peer certificate: certificate not valid \
                     for name \"192.0.2.15\"; certificate is only valid for \
                     IpAddress(127.0.0.1) or IpAddress(192.0.2.99)"

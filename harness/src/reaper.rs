@@ -92,7 +92,7 @@ fn watch(dir: &Path) {
     }
 }
 
-/// What [`end_run`] did.
+/// The outcome of [`end_run`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RunEnd {
     /// The destroy policy was applied, or there was nothing left to apply it to.
@@ -240,7 +240,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lease_taken_before_the_lock_keeps_the_run_going() {
+    fn lease_taken_during_wait_keeps_run() {
         let dir = tempfile::tempdir().unwrap();
         let lease = state::open_lock_file(&dir.path().join(state::LEASE_FILE)).unwrap();
         lease.lock_shared().unwrap();

@@ -82,7 +82,7 @@ impl From<Option<Vec<u8>>> for Stdin {
 /// The command's own stdio settings and process group are overwritten. A failure to read a
 /// [`Stdin::Reader`] source is an error even when the command exits 0, because the command then
 /// saw truncated input. `on_spawn` gets the pid of the started command before the runner waits
-/// for it; the command leads its own process group, so that pid is also the group's id.
+/// for it. The command leads its own process group, so that pid is also the group's id.
 ///
 /// # Errors
 ///

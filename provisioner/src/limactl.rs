@@ -128,7 +128,7 @@ impl Limactl {
 
     /// Runs `program` instead of the binary chosen at construction. A path with a directory
     /// part is made absolute against the current directory, because limactl runs in its own
-    /// working directory; a bare name is looked up on `PATH`.
+    /// working directory. A bare name is looked up on `PATH`.
     #[must_use]
     pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
         self.program = program_path(program.into());
@@ -293,8 +293,8 @@ impl Limactl {
     /// `limactl start` leads its own process group, and it keeps booting when its caller dies:
     /// it goes on writing the instance directory and starts the host agent. A caller that may
     /// be killed mid-boot should record this pid (with the process's start time, against pid
-    /// reuse), so that whoever deletes the half-booted instance can first kill that process
-    /// group. A `limactl delete` that runs while the old `limactl start` still works can leave
+    /// reuse), so that the process that deletes the half-booted instance can first kill that
+    /// process group. A `limactl delete` that runs while the old `limactl start` still works can leave
     /// a second, unrecorded VM behind. Nothing is recorded if the caller dies between the spawn
     /// and `on_spawn`; that window is a few system calls wide.
     ///
@@ -549,8 +549,8 @@ impl Limactl {
         self.run_observed(args, deadline, stdin, |_| {}, &[])
     }
 
-    /// Runs limactl with `args` after the preflight checks, passing its pid to `on_spawn` once
-    /// it runs; returns the rendered command line, with `secrets` redacted, and the output.
+    /// Runs limactl with `args` after the preflight checks and passes its pid to `on_spawn` once
+    /// it runs. Returns the rendered command line, with `secrets` redacted, and the output.
     fn run_observed(
         &self,
         args: &[String],

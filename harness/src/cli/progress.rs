@@ -285,7 +285,7 @@ fn clear_line(state: &mut State) {
     }
 }
 
-/// The width of the terminal on stderr, or 80 columns when it cannot be read.
+/// Returns the width of the terminal on stderr, or 80 columns when it cannot be read.
 fn terminal_width() -> usize {
     let mut size = nix::libc::winsize {
         ws_row: 0,
@@ -318,7 +318,7 @@ fn describe(label: &str, detail: &str) -> String {
     }
 }
 
-/// The current time in UTC, to the second, in RFC 3339 form: `2025-09-18T07:52:43Z`.
+/// Returns the current time in UTC, to the second, in RFC 3339 form: `2025-09-18T07:52:43Z`.
 fn timestamp() -> String {
     crate::diagnostics::rfc3339_utc(time::OffsetDateTime::now_utc())
 }
@@ -334,7 +334,8 @@ fn format_elapsed(elapsed: Duration) -> String {
     }
 }
 
-/// The text printed when a boot ends: a header, then one line per phase with its duration.
+/// Builds the text printed when a boot ends: a header, then one line per phase with its
+/// duration.
 fn summary(
     instance: &str,
     phases: &[PhaseTime],

@@ -53,11 +53,11 @@ pub(crate) struct Inventory {
 impl Inventory {
     /// Builds the inventory for a cluster's nodes from their connection variables.
     ///
-    /// A host is named after its address, not its instance, because jetporch 0.1.1 opens the
-    /// TCP connection to the host's inventory name and reads `jet_ssh_hostname` only to detect
-    /// `localhost` (its `src/connection/ssh.rs`); an instance name does not resolve. Nodes that
-    /// share 127.0.0.1 get the spellings in [`LOOPBACK_SPELLINGS`]. `jet_ssh_hostname` is still
-    /// written, for the Jetpack fork.
+    /// A host is named after its address, not its instance. jetporch 0.1.1 opens the TCP
+    /// connection to the host's inventory name and reads `jet_ssh_hostname` only to detect
+    /// `localhost` (its `src/connection/ssh.rs`), and an instance name does not resolve. Nodes
+    /// that share 127.0.0.1 get the spellings in [`LOOPBACK_SPELLINGS`]. `jet_ssh_hostname` is
+    /// still written, for the Jetpack fork.
     ///
     /// # Errors
     ///
@@ -77,13 +77,13 @@ impl Inventory {
                     address: address.to_owned(),
                 });
             }
-            let taken = |name: &str| hosts.iter().any(|(host, _)| host == name);
-            let host = if !taken(address) {
+            let in_use = |name: &str| hosts.iter().any(|(host, _)| host == name);
+            let host = if !in_use(address) {
                 address.to_owned()
             } else if address == LOOPBACK_SPELLINGS[0] {
                 LOOPBACK_SPELLINGS
                     .iter()
-                    .find(|spelling| !taken(spelling))
+                    .find(|spelling| !in_use(spelling))
                     .map(|spelling| (*spelling).to_owned())
                     .ok_or_else(|| ConvergeError::SharedAddress {
                         host: node.instance.to_owned(),
@@ -258,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn nodes_on_one_address_get_distinct_names_and_role_groups() {
+    fn loopback_nodes_get_distinct_names() {
         let server = host_vars();
         let mut agent_one = host_vars();
         agent_one.ssh_port = 60023;
@@ -297,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn every_loopback_spelling_resolves_to_127_0_0_1() {
+    fn loopback_spellings_resolve_to_localhost() {
         use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 
         for spelling in LOOPBACK_SPELLINGS {

@@ -225,7 +225,7 @@ impl Collection {
 /// # Errors
 ///
 /// [`Error::Io`] when the directory or `collectors.txt` cannot be written. A collector that
-/// fails is not an error; its outcome says why.
+/// fails is not an error, and its outcome gives the reason.
 pub(crate) fn collect(source: &Source<'_>, trigger: Trigger) -> Result<Collection> {
     let started = time::OffsetDateTime::now_utc();
     let dir = create_collection_dir(source.state_dir, trigger, started)?;

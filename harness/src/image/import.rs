@@ -293,7 +293,7 @@ impl Target {
     }
 }
 
-/// The instance names of every node of `cluster`, the server first.
+/// Returns the instance names of every node of `cluster`, the server first.
 fn node_names(cluster: &Cluster) -> Vec<InstanceName> {
     cluster
         .nodes()
